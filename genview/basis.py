@@ -1,0 +1,44 @@
+"""PCA bases kept in the object store (`pca/{encoder_id}.safetensors`), with a short-lived cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from genview.method.foreground import PCABasis
+from genview.store import ObjectNotFound, ObjectStore, pca_key
+
+PER_IMAGE = "per-image"
+
+
+def save_basis(store: ObjectStore, encoder_id: str, basis: PCABasis) -> str:
+    """Write (replace) the basis of an encoder; returns its store key."""
+    key = pca_key(encoder_id)
+    store.put(key, basis.to_bytes(), overwrite=True)
+    return key
+
+
+class BasisCache:
+    """The current basis of one encoder, re-read from the store at most every `ttl_s` seconds."""
+
+    def __init__(self, store: ObjectStore, encoder_id: str, ttl_s: float = 10.0):
+        self.store, self.key, self.ttl_s = store, pca_key(encoder_id), ttl_s
+        self._lock = threading.Lock()
+        self._basis: PCABasis | None = None
+        self._read_at = -float("inf")
+
+    def current(self, refresh: bool = False) -> PCABasis | None:
+        """The fitted basis, or None when none has been fitted."""
+        with self._lock:
+            if refresh or time.monotonic() - self._read_at > self.ttl_s:
+                try:
+                    self._basis = PCABasis.from_bytes(self.store.get(self.key))
+                except ObjectNotFound:
+                    self._basis = None
+                self._read_at = time.monotonic()
+            return self._basis
+
+    def fingerprint(self) -> str:
+        """The basis id that goes into cache keys: its fingerprint, or 'per-image'."""
+        basis = self.current()
+        return basis.fingerprint if basis else PER_IMAGE

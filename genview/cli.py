@@ -1,0 +1,107 @@
+"""The `genview` command: run the services and workers, fit PCA bases."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from genview.settings import get_settings
+
+log = logging.getLogger("genview")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM/SIGINT, so workers finish their batch and exit cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_generator_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from services.generator.app import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+
+
+def cmd_generator_worker(args: argparse.Namespace) -> None:
+    from genview.models.unclip import UnclipGenerator
+    from genview.queue import open_queue
+    from genview.store import ObjectStore
+    from services.generator.app import QUEUE_NAME
+    from services.generator.worker import GeneratorWorker
+    from services.worker_loop import consumer_name, run_worker
+
+    settings = get_settings()
+    generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache)
+    queue = open_queue(settings, QUEUE_NAME)
+    worker = GeneratorWorker(settings, generator, queue, ObjectStore.from_settings(settings))
+    run_worker(queue, worker.handle, consumer_name("generator"), settings.max_batch_size,
+               settings.max_batch_wait_ms, _stop_on_signals())
+
+
+def cmd_fit_pca(args: argparse.Namespace) -> None:
+    from genview.basis import save_basis
+    from genview.image_files import list_images
+    from genview.pca_fit import fit_basis, sample_paths
+    from genview.store import ObjectStore
+
+    settings = get_settings()
+    paths = sample_paths(list_images(args.images), args.num, args.seed)
+    if not paths:
+        sys.exit(f"no images (.png/.jpg/.jpeg/.webp) found in {args.images}")
+    if args.encoder == "generator":
+        from genview.models.unclip import UnclipGenerator
+
+        model = UnclipGenerator.load(settings.model, settings.device, settings.model_cache)
+        dim = model.pipe.image_encoder.config.hidden_size
+        encode = lambda images: model.encode(images).tokens  # noqa: E731
+    else:
+        from genview.models.scorer_encoder import ScorerEncoder
+
+        model = ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache)
+        dim = model.dim
+        encode = lambda images: model.tokens(images)  # noqa: E731
+    basis = fit_basis(paths, encode, dim, model.grid, args.fg_fraction or settings.fg_fraction,
+                      args.batch_size, settings.max_pixels)
+    key = save_basis(ObjectStore.from_settings(settings), model.encoder_id, basis)
+    print(f"fitted PCA basis {basis.fingerprint} on {len(paths)} images -> {settings.store_url}/{key}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genview", description="GenView services and tools. "
+                                     "Configuration comes from GENVIEW_* environment variables.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    api = sub.add_parser("generator-api", help="run the generator HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(func=cmd_generator_api)
+
+    worker = sub.add_parser("generator-worker", help="run a generator GPU worker")
+    worker.set_defaults(func=cmd_generator_worker)
+
+    fit = sub.add_parser("fit-pca", help="fit an encoder's PCA foreground basis and store it")
+    fit.add_argument("--encoder", choices=["generator", "scorer"], required=True)
+    fit.add_argument("--images", required=True, help="folder (recursive), .txt list, or fsspec URL")
+    fit.add_argument("--num", type=int, default=10_000, help="images to sample (official: 10,000)")
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--fg-fraction", type=float, default=None, help="share of tokens that are foreground (0.4)")
+    fit.set_defaults(func=cmd_fit_pca)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

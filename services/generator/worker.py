@@ -1,0 +1,135 @@
+"""Generator worker: encodes a micro-batch once, picks a noise level per image, generates all views together."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from genview.basis import PER_IMAGE, BasisCache
+from genview.images import encode_png, load_rgb
+from genview.method.foreground import foreground_proportion, foreground_proportion_per_image
+from genview.method.noise import noise_levels
+from genview.models.unclip import UnclipGenerator
+from genview.queue import Delivery, JobQueue
+from genview.settings import Settings
+from genview.store import ObjectNotFound, ObjectStore, input_key, view_key
+from services.generator.jobs import GenerationParams, meta_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    """One accepted delivery with its decoded input."""
+
+    delivery: Delivery
+    sha: str
+    params: GenerationParams
+    image: Image.Image
+
+
+@dataclass
+class _Sample:
+    """One view to generate: job index, view index, and what the pipeline needs."""
+
+    job: int
+    view: int
+    level: int
+    seed: int
+
+
+class GeneratorWorker:
+    """Turns generation jobs into stored views and result documents."""
+
+    def __init__(self, settings: Settings, generator: UnclipGenerator, queue: JobQueue, store: ObjectStore):
+        self.settings, self.generator, self.queue, self.store = settings, generator, queue, store
+        self.bases = BasisCache(store, generator.encoder_id)
+
+    def handle(self, deliveries: list[Delivery]) -> None:
+        """Complete or fail every delivery of the batch."""
+        jobs = [job for job in map(self._accept, deliveries) if job is not None]
+        for i in range(0, len(jobs), self.settings.max_batch_size):
+            chunk = jobs[i:i + self.settings.max_batch_size]
+            try:
+                results = self._run(chunk)
+            except Exception as exc:  # e.g. out of memory: every job of the chunk is retried
+                log.exception("generation failed for %d jobs", len(chunk))
+                for job in chunk:
+                    self.queue.fail(job.delivery, f"generation failed: {type(exc).__name__}: {exc}")
+                continue
+            for job, result in zip(chunk, results):
+                self.queue.complete(job.delivery, result)
+
+    def _accept(self, delivery: Delivery) -> _Job | None:
+        """Decode the job's input, or finish it at once (cached result, bad input)."""
+        try:
+            sha, params = GenerationParams.from_payload(delivery.payload)
+            cached = self.store.get(meta_key(sha, params))
+            self.queue.complete(delivery, json.loads(cached))
+            return None
+        except ObjectNotFound:
+            pass
+        except Exception as exc:  # malformed payload
+            self.queue.fail(delivery, f"bad job payload: {type(exc).__name__}: {exc}")
+            return None
+        try:
+            image = load_rgb(self.store.get(input_key(sha)), self.settings.max_pixels)
+        except Exception as exc:
+            self.queue.fail(delivery, f"cannot read input {sha}: {type(exc).__name__}: {exc}")
+            return None
+        return _Job(delivery, sha, params, image)
+
+    def _fg_ratios(self, jobs: list[_Job], tokens: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Foreground proportion p (Eq. 7) per job with the basis its request was keyed on."""
+        basis = self.bases.current()
+        if any(j.params.basis not in (PER_IMAGE, basis.fingerprint if basis else PER_IMAGE) for j in jobs):
+            basis = self.bases.current(refresh=True)
+        ratios, used = [], []
+        for j, tok in zip(jobs, tokens):
+            if j.params.basis == PER_IMAGE:
+                ratios.append(foreground_proportion_per_image(tok[None], self.generator.grid,
+                                                              self.settings.fg_fraction)[0])
+            elif basis is not None and basis.fingerprint == j.params.basis:
+                ratios.append(foreground_proportion(tok[None], basis)[0])
+            else:
+                raise RuntimeError(f"PCA basis {j.params.basis} of this request is no longer current")
+            used.append(j.params.basis)
+        return torch.stack(ratios).cpu(), used
+
+    def _run(self, jobs: list[_Job]) -> list[dict]:
+        """Encode once, choose levels (Eq. 8), generate every view in shared pipeline calls, store them."""
+        encoded = self.generator.encode([j.image for j in jobs])
+        fg, bases = self._fg_ratios(jobs, encoded.tokens)
+        levels = [int(noise_levels(j.params.policy, fg[i:i + 1], [j.params.seed])[0]) for i, j in enumerate(jobs)]
+        samples = [_Sample(i, v, levels[i], j.params.seed + v) for i, j in enumerate(jobs)
+                   for v in range(j.params.num_views)]
+        views: dict[tuple[int, int], Image.Image] = {}
+        groups: dict[tuple[int, float], list[_Sample]] = {}
+        for s in samples:
+            groups.setdefault((jobs[s.job].params.steps, jobs[s.job].params.guidance_scale), []).append(s)
+        for (steps, guidance), group in groups.items():
+            for k in range(0, len(group), self.settings.max_batch_size):
+                part = group[k:k + self.settings.max_batch_size]
+                images = self.generator.generate(
+                    encoded.embeds[[s.job for s in part]], torch.tensor([s.level for s in part]),
+                    [s.seed for s in part], [jobs[s.job].params.prompt for s in part], steps, guidance)
+                views.update({(s.job, s.view): img for s, img in zip(part, images)})
+        return [self._store(j, views, i, float(fg[i]), bases[i], levels[i]) for i, j in enumerate(jobs)]
+
+    def _store(self, job: _Job, views: dict, i: int, fg_ratio: float, basis: str, level: int) -> dict:
+        """Write the job's views and its result document (write-once: a rerun never changes them)."""
+        keys = []
+        for v in range(job.params.num_views):
+            key = view_key(job.sha, job.params.hash, v)
+            img = views[(i, v)].resize((job.params.size, job.params.size), Image.Resampling.LANCZOS)
+            self.store.put(key, encode_png(img))
+            keys.append({"key": key})
+        result = {"fg_ratio": fg_ratio, "fg_basis": "per-image" if basis == PER_IMAGE else "fitted",
+                  "basis_id": basis, "noise_level": level, "noise_policy": job.params.noise,
+                  "seed": job.params.seed, "size": job.params.size, "views": keys}
+        self.store.put(meta_key(job.sha, job.params), json.dumps(result).encode())
+        return json.loads(self.store.get(meta_key(job.sha, job.params)))

@@ -1,0 +1,224 @@
+"""One contract suite for both job queue backends (in-memory and a real Redis)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from genview.queue import DONE, FAILED, QUEUED, RUNNING, MemoryJobQueue, RedisJobQueue, open_queue
+from genview.settings import Settings
+
+VISIBILITY_S = 0.3
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_queue(request):
+    """Factory for queues of the parametrized backend (small timeouts); closes them afterwards."""
+    made = []
+    url = request.getfixturevalue("fresh_redis_url") if request.param == "redis" else None
+
+    def make(name: str = "jobs", **kw):
+        kw = {"visibility_timeout_s": VISIBILITY_S, "max_deliveries": 3, **kw}
+        if request.param == "redis":
+            q = RedisJobQueue(url, name, **kw)
+        else:
+            q = MemoryJobQueue(name, **kw)
+        made.append(q)
+        return q
+
+    make.backend, make.url = request.param, url
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def queue(make_queue):
+    """One queue of the parametrized backend."""
+    return make_queue()
+
+
+def test_lifecycle(queue):
+    queue.ping()
+    job_id, created = queue.submit({"x": 1})
+    assert created and len(job_id) == 32
+    assert queue.get(job_id).status == QUEUED
+    assert queue.depth() == 1
+    [d] = queue.claim("w1", count=10, block_ms=100)
+    assert (d.job_id, d.payload, d.deliveries) == (job_id, {"x": 1}, 1)
+    assert queue.get(job_id).status == RUNNING
+    queue.complete(d, {"ok": True})
+    job = queue.get(job_id)
+    assert (job.status, job.result, job.error, job.deliveries) == (DONE, {"ok": True}, None, 1)
+    assert job.updated >= job.created
+    assert queue.depth() == 0
+    queue.complete(d, {"ok": False})  # idempotent
+    assert queue.get(job_id).result == {"ok": True}
+    assert queue.get("0" * 32) is None
+
+
+def test_claim_batches_and_blocks(queue):
+    ids = {queue.submit({"i": i})[0] for i in range(5)}
+    first = queue.claim("w", count=3, block_ms=100)
+    second = queue.claim("w", count=3, block_ms=100)
+    assert (len(first), len(second)) == (3, 2)
+    assert {d.job_id for d in first + second} == ids
+    start = time.monotonic()
+    assert queue.claim("w", count=3, block_ms=100) == []
+    assert time.monotonic() - start < 5
+
+
+def test_claim_wakes_on_submit(queue):
+    threading.Timer(0.2, queue.submit, args=({"late": True},)).start()
+    start = time.monotonic()
+    got = queue.claim("w", count=1, block_ms=3000)
+    assert [d.payload for d in got] == [{"late": True}]
+    assert time.monotonic() - start < 2.5
+
+
+def test_two_consumers_never_share_a_job(queue):
+    for i in range(6):
+        queue.submit({"i": i})
+    a = queue.claim("a", count=4, block_ms=50)
+    b = queue.claim("b", count=4, block_ms=50)
+    a += queue.claim("a", count=4, block_ms=50)
+    assert len(a) + len(b) == 6
+    assert not {d.job_id for d in a} & {d.job_id for d in b}
+
+
+def test_visibility_timeout_reclaims(queue):
+    job_id, _ = queue.submit({"x": 1})
+    [lost] = queue.claim("a", count=1, block_ms=100)  # consumer A dies without acking
+    assert queue.claim("b", count=1, block_ms=50) == []
+    time.sleep(VISIBILITY_S + 0.1)
+    [d] = queue.claim("b", count=1, block_ms=100)
+    assert (d.job_id, d.deliveries) == (job_id, 2)
+    queue.complete(d, {"by": "b"})
+    assert queue.get(job_id).status == DONE
+    assert queue.depth() == 0
+    assert not queue.fail(lost, "late failure from A")  # a stale delivery changes nothing
+    assert queue.get(job_id).status == DONE
+
+
+def test_fail_requeues_then_fails(queue):
+    job_id, _ = queue.submit({"x": 1})
+    for n in (1, 2):
+        [d] = queue.claim("w", count=1, block_ms=100)
+        assert (d.job_id, d.deliveries) == (job_id, n)
+        assert queue.fail(d, f"boom {n}") is False
+        job = queue.get(job_id)
+        assert (job.status, job.error) == (QUEUED, f"boom {n}")
+    [d] = queue.claim("w", count=1, block_ms=100)
+    assert queue.fail(d, "boom 3") is True
+    job = queue.get(job_id)
+    assert (job.status, job.error, job.deliveries) == (FAILED, "boom 3", 3)
+    assert queue.depth() == 0
+    assert queue.claim("w", count=1, block_ms=50) == []
+
+
+def test_dying_workers_end_failed_and_nothing_is_lost(queue):
+    doomed, _ = queue.submit({"doomed": True})
+    fine = [queue.submit({"i": i})[0] for i in range(3)]
+    for round_ in range(4):
+        for d in queue.claim(f"w{round_}", count=10, block_ms=50):
+            if d.job_id != doomed:
+                queue.complete(d, {"i": d.payload["i"]})  # the doomed job's worker is "killed"
+        time.sleep(VISIBILITY_S + 0.05)
+    assert queue.claim("last", count=10, block_ms=50) == []
+    job = queue.get(doomed)
+    assert job.status == FAILED
+    assert job.error == "gave up after 3 deliveries: worker did not finish"
+    assert [queue.get(j).status for j in fine] == [DONE] * 3
+    assert queue.depth() == 0
+
+
+def test_gave_up_keeps_last_error(queue):
+    job_id, _ = queue.submit({})
+    [d] = queue.claim("w", count=1, block_ms=100)
+    queue.fail(d, "oom")
+    for _ in range(2):
+        assert len(queue.claim("w", count=1, block_ms=100)) == 1
+        time.sleep(VISIBILITY_S + 0.05)
+    assert queue.claim("w", count=1, block_ms=50) == []
+    assert queue.get(job_id).error == "gave up after 3 deliveries: oom"
+
+
+def test_dedup(queue):
+    first, created = queue.submit({"x": 1}, dedup_key="k")
+    again, created_again = queue.submit({"x": 1}, dedup_key="k")
+    other, other_created = queue.submit({"x": 1}, dedup_key="other")
+    assert created and not created_again and other_created
+    assert again == first and other != first
+    got = queue.claim("w", count=10, block_ms=50)
+    assert sorted(d.job_id for d in got) == sorted([first, other])
+    d = next(d for d in got if d.job_id == first)
+    assert queue.submit({"x": 1}, dedup_key="k") == (first, False)  # running
+    queue.fail(d, "boom")  # requeued: still in flight
+    assert queue.submit({"x": 1}, dedup_key="k") == (first, False)
+    for _ in range(2):
+        [d] = queue.claim("w", count=1, block_ms=100)
+        queue.fail(d, "boom")
+    assert queue.get(first).status == FAILED
+    fresh, created = queue.submit({"x": 1}, dedup_key="k")
+    assert created and fresh != first
+    assert queue.get(fresh).status == QUEUED
+
+
+def test_dedup_of_done_job(queue):
+    job_id, _ = queue.submit({"x": 1}, dedup_key="k")
+    [d] = queue.claim("w", count=1, block_ms=100)
+    queue.complete(d, {"r": 1})
+    assert queue.submit({"x": 1}, dedup_key="k") == (job_id, False)
+    assert queue.depth() == 0
+
+
+def test_job_state_ttl(make_queue):
+    if make_queue.backend == "redis":
+        q = make_queue(job_ttl_s=1000)
+        job_id, _ = q.submit({"x": 1}, dedup_key="k")
+        r = redis.Redis.from_url(make_queue.url)
+        assert 0 < r.ttl(f"genview:job:{job_id}") <= 1000
+        assert 0 < r.ttl("genview:jobs:dedup:k") <= 1000
+        r.close()
+    else:
+        q = make_queue(job_ttl_s=1)
+        job_id, _ = q.submit({"x": 1}, dedup_key="k")
+        assert q.get(job_id) is not None
+        time.sleep(1.2)
+        assert q.get(job_id) is None
+        assert q.submit({"x": 1}, dedup_key="k")[1]  # the expired job is not reused
+
+
+def test_payload_round_trips(queue):
+    payload = {"name": "Grüße 🌍 视图", "nested": {"list": [1, 2.5, None, True, "ß"], "deep": {"k": []}}}
+    job_id, _ = queue.submit(payload)
+    assert queue.get(job_id).payload == payload
+    [d] = queue.claim("w", count=1, block_ms=100)
+    assert d.payload == payload
+    queue.complete(d, {"echo": payload})
+    assert queue.get(job_id).result == {"echo": payload}
+
+
+def test_queues_are_separate(make_queue):
+    a, b = make_queue("a"), make_queue("b")
+    a.submit({"q": "a"})
+    assert b.claim("w", count=5, block_ms=50) == []
+    assert [d.payload for d in a.claim("w", count=5, block_ms=50)] == [{"q": "a"}]
+
+
+def test_open_queue(fresh_redis_url):
+    s = Settings(redis_url=None)
+    q = open_queue(s, "contract-open")
+    assert isinstance(q, MemoryJobQueue)
+    assert open_queue(s, "contract-open") is q
+    assert open_queue(s, "contract-other") is not q
+    rq = open_queue(Settings(redis_url=fresh_redis_url, max_deliveries=5), "contract-open")
+    try:
+        assert isinstance(rq, RedisJobQueue)
+        assert rq.max_deliveries == 5
+        rq.ping()
+    finally:
+        rq.close()
