@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 import redis
 
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    """Block until something listens on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
+from tests.helpers import free_port, wait_for_port
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +72,13 @@ def s3_bucket(s3_endpoint, monkeypatch):
     name = f"genview-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     return f"s3://{name}/data"
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """A cache folder holding the tiny presets, written once per test session."""
+    from genview.models.presets import ensure_random_unclip
+
+    cache = tmp_path_factory.mktemp("model-cache")
+    ensure_random_unclip("tiny", cache)
+    return str(cache)

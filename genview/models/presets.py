@@ -113,6 +113,48 @@ def ensure_random_unclip(arch: str = "tiny", cache: str | os.PathLike | None = N
     return folder
 
 
+# open_clip model configs of the random-weight scorer presets (DESIGN §7). `tiny`: timm's smallest ConvNeXt
+# (stride 32, so 7×7 at 224² like convnext_base_w) and a one-layer text tower (open_clip's CLIP needs one).
+SCORER_ARCHS: dict[str, dict] = {
+    "tiny": dict(
+        embed_dim=32,
+        vision_cfg=dict(timm_model_name="test_convnext", timm_model_pretrained=False, timm_pool="",
+                        timm_proj="linear", timm_drop=0.0, timm_drop_path=0.0, image_size=224),
+        text_cfg=dict(context_length=77, vocab_size=1000, width=32, heads=4, layers=1),
+    ),
+}
+
+
+def ensure_random_scorer(arch: str = "tiny", cache: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Write the random-weight scorer preset once and return its folder.
+
+    The folder holds the open_clip model config `genview_scorer_{arch}.json` (register it with
+    `open_clip.add_model_config`) and the seeded weights `open_clip_model.safetensors`.
+    """
+    import shutil
+
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    folder = cache_root(cache) / "presets" / f"scorer-{arch}"
+    if (folder / "open_clip_model.safetensors").exists():
+        return folder
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / f"genview_scorer_{arch}.json").write_text(json.dumps(SCORER_ARCHS[arch], indent=2))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(**json.loads(json.dumps(SCORER_ARCHS[arch])))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "open_clip_model.safetensors"))
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "open_clip_model.safetensors").exists():
+            raise
+    return folder
+
+
 def encoder_id(role: str, model_name: str) -> str:
     """Names a model's encoder in store keys, e.g. `generator-tiny` (`pca/{encoder_id}.safetensors`)."""
     return f"{role}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_.-")

@@ -46,7 +46,7 @@ def load_unclip_pipeline(name: str, device: str = "auto", cache: str | None = No
     dev = resolve_device(device)
     source = resolve_generator_source(name, cache)
     try:
-        pipe = AdaptiveUnCLIPPipeline.from_pretrained(source, torch_dtype=inference_dtype(dev))
+        pipe = AdaptiveUnCLIPPipeline.from_pretrained(source, dtype=inference_dtype(dev))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"could not load generator model {name!r} from {source!r}: {exc}. Without network access, "

@@ -1,0 +1,79 @@
+"""Starting the project's real commands (`genview …`) as processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import free_port
+
+
+class Proc:
+    """A child process with its output in a log file (shown when a wait fails)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = log
+        self._log_file = open(log, "wb")
+        self.popen = subprocess.Popen(args, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            self.popen.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+        self._log_file.close()
+
+
+def genview_cmd(*args: str) -> list[str]:
+    """The `genview` console script, run with this interpreter."""
+    return [sys.executable, "-m", "genview.cli", *args]
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 90.0) -> None:
+    """Block until GET url answers 200, failing early with the log if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up:\n{proc.tail()}")
+
+
+def start_api(command: str, env: dict[str, str], logdir: Path) -> tuple[Proc, str]:
+    """Run `genview <command> --port P` and wait until /healthz answers; returns (proc, base URL)."""
+    port = free_port()
+    proc = Proc(genview_cmd(command, "--host", "127.0.0.1", "--port", str(port)), env,
+                logdir / f"{command}-{port}.log")
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz", proc)
+    return proc, base
+
+
+def start_worker(command: str, env: dict[str, str], logdir: Path, name: str = "") -> Proc:
+    """Run `genview <command>` (a worker) in the background."""
+    return Proc(genview_cmd(command), env, logdir / f"{command}{name}-{time.monotonic_ns()}.log")
+
+
+def service_env(**genview: str) -> dict[str, str]:
+    """This process's environment plus GENVIEW_* settings, one CPU thread per process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}
+    env.update({f"GENVIEW_{k.upper()}": str(v) for k, v in genview.items()})
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    return env
