@@ -38,7 +38,7 @@ def cmd_generator_worker(args: argparse.Namespace) -> None:
     from services.worker_loop import consumer_name, run_worker
 
     settings = get_settings()
-    generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache)
+    generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache, settings.compile)
     queue = open_queue(settings, QUEUE_NAME)
     worker = GeneratorWorker(settings, generator, queue, ObjectStore.from_settings(settings))
     run_worker(queue, worker.handle, consumer_name("generator"), settings.max_batch_size,

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     scorer_model: str = Field("convnext-base-w", description="scorer preset name or folder")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 …")
     model_cache: str = Field("~/.cache/genview", description="where tiny presets are written")
+    compile: bool = Field(False, description="torch.compile the UNet on CUDA (slow first batch, faster after)")
     api_keys: str = Field("", description="comma-separated API keys; empty → no auth")
 
     visibility_timeout_s: float = Field(300.0, gt=0, description="reclaim a job unacked this long")

@@ -17,7 +17,7 @@ from genview.method.foreground import (
     foreground_proportion,
     foreground_proportion_per_image,
     orientation_sign,
-    per_image_basis,
+    per_image_projections,
 )
 
 GRID = 4
@@ -197,13 +197,14 @@ def test_per_image_fallback_gives_the_per_image_quantile():
     # q = 0.6 over 256 distinct projections: linear-interpolation rank 0.6 * 255 = 153, so a is the
     # 0-based sorted value x_(153) and exactly the 102 values x_(154)..x_(255) lie strictly above it.
     assert foreground_proportion_per_image(tokens, grid=16).tolist() == [102 / 256] * 3
-    basis = per_image_basis(tokens[0], grid=16)
-    assert orientation_sign(basis.project(tokens[0]), 16) == 1.0
+    assert orientation_sign(per_image_projections(tokens, 16)[0], 16) == 1.0
     with pytest.raises(ValueError):
-        per_image_basis(tokens, grid=16)
+        per_image_projections(tokens[0], grid=16)
 
 
 def test_per_image_fallback_finds_the_planted_foreground():
-    tokens = planted_tokens(1)[0]
-    basis = per_image_basis(tokens, GRID, fg_fraction=PLANTED_FRACTION)
-    assert torch.equal(foreground_mask(tokens, basis), PLANTED_FOREGROUND)
+    projections = per_image_projections(planted_tokens(1), GRID)[0]
+    threshold = torch.quantile(projections, 1 - PLANTED_FRACTION)
+    assert torch.equal(projections > threshold, PLANTED_FOREGROUND)
+    flipped = per_image_projections(-planted_tokens(1), GRID)[0]  # sign of the data is irrelevant
+    assert torch.equal(flipped > torch.quantile(flipped, 1 - PLANTED_FRACTION), PLANTED_FOREGROUND)

@@ -202,11 +202,16 @@ def fit_pca_basis(tokens: Tensor, grid: int, fg_fraction: float = 0.4) -> PCABas
     return fitter.fit(fg_fraction)
 
 
-def per_image_basis(tokens: Tensor, grid: int, fg_fraction: float = 0.4) -> PCABasis:
-    """Fallback PCA basis over one image's own tokens [T, D], thresholded at its own quantile."""
-    if tokens.ndim != 2:
-        raise ValueError(f"per-image tokens must be [T, D], got {tuple(tokens.shape)}")
-    return fit_pca_basis(tokens[None], grid, fg_fraction)
+def per_image_projections(tokens: Tensor, grid: int) -> Tensor:
+    """Fallback: each image's tokens [B, T, D] on its own oriented first principal component -> [B, T]."""
+    if tokens.ndim != 3:
+        raise ValueError(f"per-image tokens must be [B, T, D], got {tuple(tokens.shape)}")
+    centred = tokens.float() - tokens.float().mean(1, keepdim=True)
+    component = torch.linalg.svd(centred, full_matrices=False).Vh[:, 0]
+    projections = (centred @ component[:, :, None]).squeeze(-1)
+    centre, border = centre_border_masks(grid)
+    flip = projections[:, centre.to(tokens.device)].mean(1) < projections[:, border.to(tokens.device)].mean(1)
+    return torch.where(flip[:, None], -projections, projections)
 
 
 def foreground_mask(tokens: Tensor, basis: PCABasis) -> Tensor:
@@ -220,7 +225,7 @@ def foreground_proportion(tokens: Tensor, basis: PCABasis) -> Tensor:
 
 
 def foreground_proportion_per_image(tokens: Tensor, grid: int, fg_fraction: float = 0.4) -> Tensor:
-    """Foreground proportion p_i (Eq. 7) with each image's own per-image basis (p ≈ fg_fraction)."""
-    return torch.stack(
-        [foreground_proportion(image, per_image_basis(image, grid, fg_fraction)) for image in tokens]
-    )
+    """Foreground proportion p_i (Eq. 7) with each image's own PCA and threshold (so p ≈ fg_fraction)."""
+    projections = per_image_projections(tokens, grid)
+    threshold = torch.quantile(projections, 1.0 - fg_fraction, dim=1, keepdim=True)
+    return (projections > threshold).float().mean(1)

@@ -76,9 +76,20 @@ class UnclipGenerator:
         self.grid = cfg.image_size // cfg.patch_size
 
     @classmethod
-    def load(cls, name: str, device: str = "auto", cache: str | None = None) -> UnclipGenerator:
-        """Load the pipeline and wrap it."""
-        return cls(load_unclip_pipeline(name, device, cache), name)
+    def load(cls, name: str, device: str = "auto", cache: str | None = None, compile: bool = False) -> UnclipGenerator:
+        """Load the pipeline and wrap it (optionally compiled for throughput on CUDA)."""
+        generator = cls(load_unclip_pipeline(name, device, cache), name)
+        if compile:
+            generator.compile()
+        return generator
+
+    def compile(self) -> None:
+        """Fuse attention projections, use channels-last and torch.compile the UNet (CUDA only)."""
+        if self.device.type != "cuda":
+            return
+        self.pipe.fuse_qkv_projections()
+        self.pipe.unet.to(memory_format=torch.channels_last)
+        self.pipe.unet.compile()
 
     @property
     def encoder_id(self) -> str:

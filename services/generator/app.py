@@ -51,13 +51,13 @@ def _job_response(request: Request, job: Job) -> JSONResponse:
 async def wait_for_job(queue: JobQueue, job_id: str, timeout: float) -> Job | None:
     """Poll the job state until it is finished or `timeout` seconds have passed."""
     deadline = time.monotonic() + timeout
-    delay = 0.01
+    delay = 0.005
     while True:
         job = await anyio.to_thread.run_sync(queue.get, job_id)
         if job is None or job.status in (DONE, FAILED) or time.monotonic() >= deadline:
             return job
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.2)
+        delay = min(delay * 1.25, 0.1)
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
