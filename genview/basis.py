@@ -38,6 +38,16 @@ class BasisCache:
                 self._read_at = time.monotonic()
             return self._basis
 
+    def matching(self, fingerprint: str) -> PCABasis | None:
+        """The basis a request was keyed on: None for 'per-image'; RuntimeError if it is no longer current."""
+        if fingerprint == PER_IMAGE:
+            return None
+        for refresh in (False, True):
+            basis = self.current(refresh)
+            if basis is not None and basis.fingerprint == fingerprint:
+                return basis
+        raise RuntimeError(f"PCA basis {fingerprint} of this request is no longer current; resubmit it")
+
     def fingerprint(self) -> str:
         """The basis id that goes into cache keys: its fingerprint, or 'per-image'."""
         basis = self.current()

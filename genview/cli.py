@@ -21,12 +21,17 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def cmd_generator_api(args: argparse.Namespace) -> None:
-    import uvicorn
+def run_api(module: str):
+    """A command that serves `module.create_app()` with uvicorn."""
 
-    from services.generator.app import create_app
+    def run(args: argparse.Namespace) -> None:
+        import importlib
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="info")
+        import uvicorn
+
+        uvicorn.run(importlib.import_module(module).create_app(), host=args.host, port=args.port, log_level="info")
+
+    return run
 
 
 def cmd_generator_worker(args: argparse.Namespace) -> None:
@@ -42,6 +47,24 @@ def cmd_generator_worker(args: argparse.Namespace) -> None:
     queue = open_queue(settings, QUEUE_NAME)
     worker = GeneratorWorker(settings, generator, queue, ObjectStore.from_settings(settings))
     run_worker(queue, worker.handle, consumer_name("generator"), settings.max_batch_size,
+               settings.max_batch_wait_ms, _stop_on_signals())
+
+
+def cmd_scorer_worker(args: argparse.Namespace) -> None:
+    from genview.models.scorer_encoder import ScorerEncoder
+    from genview.queue import open_queue
+    from genview.scoring import PairScorer
+    from genview.store import ObjectStore
+    from services.scorer.app import QUEUE_NAME
+    from services.scorer.worker import ScorerWorker
+    from services.worker_loop import consumer_name, run_worker
+
+    settings = get_settings()
+    scorer = PairScorer(ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache),
+                        settings.max_score_pairs)
+    queue = open_queue(settings, QUEUE_NAME)
+    worker = ScorerWorker(scorer, queue, ObjectStore.from_settings(settings), settings.basis_refresh_s)
+    run_worker(queue, worker.handle, consumer_name("scorer"), settings.max_batch_size,
                settings.max_batch_wait_ms, _stop_on_signals())
 
 
@@ -77,14 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genview", description="GenView services and tools. "
                                      "Configuration comes from GENVIEW_* environment variables.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    api = sub.add_parser("generator-api", help="run the generator HTTP API")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
-    api.set_defaults(func=cmd_generator_api)
+    for service, port in (("generator", 8000), ("scorer", 8001)):
+        api = sub.add_parser(f"{service}-api", help=f"run the {service} HTTP API")
+        api.add_argument("--host", default="127.0.0.1")
+        api.add_argument("--port", type=int, default=port)
+        api.set_defaults(func=run_api(f"services.{service}.app"))
 
     worker = sub.add_parser("generator-worker", help="run a generator GPU worker")
     worker.set_defaults(func=cmd_generator_worker)
+
+    worker = sub.add_parser("scorer-worker", help="run a scorer GPU worker")
+    worker.set_defaults(func=cmd_scorer_worker)
 
     fit = sub.add_parser("fit-pca", help="fit an encoder's PCA foreground basis and store it")
     fit.add_argument("--encoder", choices=["generator", "scorer"], required=True)

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image (width·height)")
     max_wait_s: float = Field(600.0, gt=0, description="longest `wait=true` a request may ask for")
 
+    max_score_pairs: int = Field(1024, ge=1, description="most pairs in one /score/batch request")
+    max_score_side: int = Field(512, ge=16, description="largest image side in /score/batch")
+    score_timeout_s: float = Field(120.0, gt=0, description="how long /score waits before answering 202")
+
+    basis_refresh_s: float = Field(10.0, ge=0, description="how often services re-read the PCA basis")
     fg_fraction: float = Field(0.4, gt=0, lt=1, description="foreground share of tokens for PCA threshold")
 
     @property

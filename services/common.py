@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import anyio
@@ -11,9 +13,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from genview.images import ImageRejected
-from genview.queue import JobQueue
+from genview.queue import DONE, FAILED, Job, JobQueue
 from genview.settings import Settings
-from genview.store import InvalidKey, ObjectStore
+from genview.store import InvalidKey, ObjectNotFound, ObjectStore
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 
@@ -57,13 +59,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, "http_error", exc.detail)
 
 
-def install_guards(app: FastAPI, settings: Settings) -> None:
-    """Reject oversize bodies before they are read, and requests without a valid API key."""
+def install_guards(app: FastAPI, settings: Settings, body_limits: dict[str, int] | None = None) -> None:
+    """Reject oversize bodies before they are read (per-path limits), and requests without a valid API key."""
     keys = settings.api_key_set
-    limit = settings.max_upload_bytes + 64 * 1024  # room for multipart framing and fields
+    default_limit = settings.max_upload_bytes + 64 * 1024  # room for multipart framing and fields
+    body_limits = body_limits or {}
 
     @app.middleware("http")
     async def _guard(request: Request, call_next):
+        limit = body_limits.get(request.url.path, default_limit)
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return error_response(413, "upload_too_large",
@@ -139,3 +143,23 @@ def install_health(app: FastAPI, queues: list[JobQueue], store: ObjectStore) -> 
         if problems:
             return error_response(503, "not_ready", problems)
         return {"status": "ready"}
+
+
+async def wait_for_job(queue: JobQueue, job_id: str, timeout: float) -> Job | None:
+    """Poll the job state until it is finished or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        job = await anyio.to_thread.run_sync(queue.get, job_id)
+        if job is None or job.status in (DONE, FAILED) or time.monotonic() >= deadline:
+            return job
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.25, 0.1)
+
+
+def read_json(store: ObjectStore, key: str) -> dict | None:
+    """A JSON object from the store, or None if absent."""
+    try:
+        return json.loads(store.get(key))
+    except ObjectNotFound:
+        return None

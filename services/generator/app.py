@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import time
 
 import anyio
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
@@ -19,7 +16,7 @@ from genview.queue import DONE, FAILED, Job, JobQueue, open_queue
 from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, validate_key, view_meta_key
 from services.common import (ApiError, ServiceMetrics, install_error_handlers, install_guards, install_health,
-                             read_upload)
+                             read_json, read_upload, wait_for_job)
 from services.generator.jobs import GenerationParams, cache_job_id, meta_key
 
 QUEUE_NAME = "generate"
@@ -48,25 +45,13 @@ def _job_response(request: Request, job: Job) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers={"Location": f"/jobs/{job.job_id}"})
 
 
-async def wait_for_job(queue: JobQueue, job_id: str, timeout: float) -> Job | None:
-    """Poll the job state until it is finished or `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        job = await anyio.to_thread.run_sync(queue.get, job_id)
-        if job is None or job.status in (DONE, FAILED) or time.monotonic() >= deadline:
-            return job
-        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.25, 0.1)
-
-
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
                store: ObjectStore | None = None) -> FastAPI:
     """The generator API wired to a queue and a store (built from settings unless given)."""
     settings = settings or get_settings()
     queue = queue or open_queue(settings, QUEUE_NAME)
     store = store or ObjectStore.from_settings(settings)
-    bases = BasisCache(store, encoder_id("generator", settings.model))
+    bases = BasisCache(store, encoder_id("generator", settings.model), settings.basis_refresh_s)
     app = FastAPI(title="GenView generator", version="0.1.0",
                   description="Adaptive Stable unCLIP views (GenView, Eq. 5–9), queue-backed and cached.")
     metrics = ServiceMetrics("generator", {QUEUE_NAME: queue})
@@ -100,7 +85,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
         params = GenerationParams(
             model=settings.model, noise=policy.spec, basis=await anyio.to_thread.run_sync(bases.fingerprint),
             num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
-        cached = await anyio.to_thread.run_sync(_read_json, store, meta_key(sha, params))
+        cached = await anyio.to_thread.run_sync(read_json, store, meta_key(sha, params))
         if cached is not None:
             metrics.cache_hits.labels("generator").inc()
             return _document(request, cache_job_id(sha, params), DONE, cached, cached=True)
@@ -118,7 +103,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
     async def get_job(request: Request, job_id: str):
         match = CACHE_ID.match(job_id)
         if match:
-            result = await anyio.to_thread.run_sync(_read_json, store, view_meta_key(*match.groups()))
+            result = await anyio.to_thread.run_sync(read_json, store, view_meta_key(*match.groups()))
             if result is not None:
                 return _document(request, job_id, DONE, result, cached=True)
         else:
@@ -144,10 +129,3 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
 
     return app
 
-
-def _read_json(store: ObjectStore, key: str) -> dict | None:
-    """A JSON object from the store, or None if absent."""
-    try:
-        return json.loads(store.get(key))
-    except ObjectNotFound:
-        return None

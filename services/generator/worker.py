@@ -47,7 +47,7 @@ class GeneratorWorker:
 
     def __init__(self, settings: Settings, generator: UnclipGenerator, queue: JobQueue, store: ObjectStore):
         self.settings, self.generator, self.queue, self.store = settings, generator, queue, store
-        self.bases = BasisCache(store, generator.encoder_id)
+        self.bases = BasisCache(store, generator.encoder_id, settings.basis_refresh_s)
 
     def handle(self, deliveries: list[Delivery]) -> None:
         """Complete or fail every delivery of the batch."""
@@ -83,27 +83,19 @@ class GeneratorWorker:
             return None
         return _Job(delivery, sha, params, image)
 
-    def _fg_ratios(self, jobs: list[_Job], tokens: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-        """Foreground proportion p (Eq. 7) per job with the basis its request was keyed on."""
-        basis = self.bases.current()
-        if any(j.params.basis not in (PER_IMAGE, basis.fingerprint if basis else PER_IMAGE) for j in jobs):
-            basis = self.bases.current(refresh=True)
-        ratios, used = [], []
-        for j, tok in zip(jobs, tokens):
-            if j.params.basis == PER_IMAGE:
-                ratios.append(foreground_proportion_per_image(tok[None], self.generator.grid,
-                                                              self.settings.fg_fraction)[0])
-            elif basis is not None and basis.fingerprint == j.params.basis:
-                ratios.append(foreground_proportion(tok[None], basis)[0])
-            else:
-                raise RuntimeError(f"PCA basis {j.params.basis} of this request is no longer current")
-            used.append(j.params.basis)
-        return torch.stack(ratios).cpu(), used
+    def _fg_ratios(self, jobs: list[_Job], tokens: torch.Tensor) -> torch.Tensor:
+        """Foreground proportion p (Eq. 7) per job, with the basis its request was keyed on."""
+        ratios = []
+        for job, tok in zip(jobs, tokens):
+            basis = self.bases.matching(job.params.basis)
+            ratios.append(foreground_proportion(tok[None], basis)[0] if basis else
+                          foreground_proportion_per_image(tok[None], self.generator.grid, self.settings.fg_fraction)[0])
+        return torch.stack(ratios).cpu()
 
     def _run(self, jobs: list[_Job]) -> list[dict]:
         """Encode once, choose levels (Eq. 8), generate every view in shared pipeline calls, store them."""
         encoded = self.generator.encode([j.image for j in jobs])
-        fg, bases = self._fg_ratios(jobs, encoded.tokens)
+        fg = self._fg_ratios(jobs, encoded.tokens)
         levels = [int(noise_levels(j.params.policy, fg[i:i + 1], [j.params.seed])[0]) for i, j in enumerate(jobs)]
         samples = [_Sample(i, v, levels[i], j.params.seed + v) for i, j in enumerate(jobs)
                    for v in range(j.params.num_views)]
@@ -118,9 +110,9 @@ class GeneratorWorker:
                     encoded.embeds[[s.job for s in part]], torch.tensor([s.level for s in part]),
                     [s.seed for s in part], [jobs[s.job].params.prompt for s in part], steps, guidance)
                 views.update({(s.job, s.view): img for s, img in zip(part, images)})
-        return [self._store(j, views, i, float(fg[i]), bases[i], levels[i]) for i, j in enumerate(jobs)]
+        return [self._store(j, views, i, float(fg[i]), levels[i]) for i, j in enumerate(jobs)]
 
-    def _store(self, job: _Job, views: dict, i: int, fg_ratio: float, basis: str, level: int) -> dict:
+    def _store(self, job: _Job, views: dict, i: int, fg_ratio: float, level: int) -> dict:
         """Write the job's views and its result document (write-once: a rerun never changes them)."""
         keys = []
         for v in range(job.params.num_views):
@@ -128,6 +120,7 @@ class GeneratorWorker:
             img = views[(i, v)].resize((job.params.size, job.params.size), Image.Resampling.LANCZOS)
             self.store.put(key, encode_png(img))
             keys.append({"key": key})
+        basis = job.params.basis
         result = {"fg_ratio": fg_ratio, "fg_basis": "per-image" if basis == PER_IMAGE else "fitted",
                   "basis_id": basis, "noise_level": level, "noise_policy": job.params.noise,
                   "seed": job.params.seed, "size": job.params.size, "views": keys}
