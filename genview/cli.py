@@ -68,6 +68,23 @@ def cmd_scorer_worker(args: argparse.Namespace) -> None:
                settings.max_batch_wait_ms, _stop_on_signals())
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from genview.models.errors import ModelLoadError
+    from services.embedded import create_embedded_app
+
+    stop = threading.Event()
+    try:
+        app = create_embedded_app(get_settings(), stop)
+    except ModelLoadError as exc:
+        sys.exit(f"genview serve: {exc}")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        stop.set()
+
+
 def cmd_fit_pca(args: argparse.Namespace) -> None:
     from genview.basis import save_basis
     from genview.image_files import list_images
@@ -105,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         api.add_argument("--host", default="127.0.0.1")
         api.add_argument("--port", type=int, default=port)
         api.set_defaults(func=run_api(f"services.{service}.app"))
+
+    serve = sub.add_parser("serve", help="both APIs and workers in one process (embedded mode)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("generator-worker", help="run a generator GPU worker")
     worker.set_defaults(func=cmd_generator_worker)

@@ -163,3 +163,15 @@ def read_json(store: ObjectStore, key: str) -> dict | None:
         return json.loads(store.get(key))
     except ObjectNotFound:
         return None
+
+
+def base_app(service: str, description: str, settings: Settings, queues: dict[str, JobQueue], store: ObjectStore,
+             body_limits: dict[str, int] | None = None) -> tuple[FastAPI, ServiceMetrics]:
+    """A FastAPI app with JSON errors, metrics, body limits, API keys and health checks installed."""
+    app = FastAPI(title=f"GenView {service}", version="0.1.0", description=description)
+    metrics = ServiceMetrics(service, queues)
+    install_error_handlers(app)
+    metrics.install(app)
+    install_guards(app, settings, body_limits)
+    install_health(app, list(queues.values()), store)
+    return app, metrics

@@ -9,7 +9,7 @@ from PIL import Image
 
 from genview.models.presets import cache_root
 from genview.models.scorer_encoder import ScorerEncoder
-from genview.models.unclip import ModelLoadError
+from genview.models.errors import ModelLoadError
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from genview.models.presets import resolve_generator_source
-from genview.models.unclip import AdaptiveUnCLIPPipeline, ModelLoadError, UnclipGenerator
+from genview.models.errors import ModelLoadError
+from genview.models.unclip import AdaptiveUnCLIPPipeline, UnclipGenerator
 from tests.helpers import png_bytes
 
 

@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from genview.models.device import inference_dtype, resolve_device
+from genview.models.errors import ModelLoadError
 from genview.models.presets import SCORER_ARCHS, encoder_id, ensure_random_scorer
 
 # Preset name → (open_clip model name, pretrained tag); tags download from the hub when there is network.
@@ -35,13 +36,6 @@ _NO_NETWORK_HINT = (
     "laion/CLIP-convnext_base_w-laion2B-s13B-b82K-augreg), to a folder holding open_clip_config.json and "
     "the weights (a copy of that repo), or use GENVIEW_SCORER_MODEL=tiny (random weights) to test."
 )
-
-
-def _load_error(message: str) -> Exception:
-    """A ModelLoadError (imported here: genview.models.unclip pulls in diffusers)."""
-    from genview.models.unclip import ModelLoadError
-
-    return ModelLoadError(message)
 
 
 def _register_config(config_file: Path) -> str:
@@ -66,7 +60,7 @@ def resolve_scorer_source(name: str, cache: str | None = None) -> tuple[str, str
         return f"local-dir:{path}", None
     if path.is_file():
         return SCORER_PRESETS[DEFAULT_SCORER][0], str(path)
-    raise _load_error(
+    raise ModelLoadError(
         f"unknown scorer model {name!r}: not a preset ({', '.join([*SCORER_PRESETS, *SCORER_ARCHS])}), "
         f"an hf-hub: id, a folder or a checkpoint file. {_NO_NETWORK_HINT}"
     )
@@ -106,7 +100,7 @@ class ScorerEncoder:
         except torch.OutOfMemoryError:
             raise
         except (OSError, RuntimeError, ValueError, KeyError) as exc:
-            raise _load_error(
+            raise ModelLoadError(
                 f"could not load scorer model {name!r} (open_clip {oc_name!r}, pretrained {pretrained!r}): {exc}. "
                 f"{_NO_NETWORK_HINT}"
             ) from exc

@@ -11,11 +11,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from genview.models.device import inference_dtype, resolve_device
+from genview.models.errors import ModelLoadError
 from genview.models.presets import encoder_id, resolve_generator_source
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded (no network, missing folder, …); the message says what to do."""
 
 
 class AdaptiveUnCLIPPipeline(StableUnCLIPImg2ImgPipeline):

@@ -15,11 +15,11 @@ from genview.models.presets import encoder_id
 from genview.queue import DONE, FAILED, Job, JobQueue, open_queue
 from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, validate_key, view_meta_key
-from services.common import (ApiError, ServiceMetrics, install_error_handlers, install_guards, install_health,
-                             read_json, read_upload, wait_for_job)
+from services.common import ApiError, ServiceMetrics, base_app, read_json, read_upload, wait_for_job
 from services.generator.jobs import GenerationParams, cache_job_id, meta_key
 
 QUEUE_NAME = "generate"
+DESCRIPTION = "Adaptive Stable unCLIP views (GenView, Eq. 5–9), queue-backed and cached."
 CACHE_ID = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")
 
 
@@ -51,15 +51,15 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
     settings = settings or get_settings()
     queue = queue or open_queue(settings, QUEUE_NAME)
     store = store or ObjectStore.from_settings(settings)
+    app, metrics = base_app("generator", DESCRIPTION, settings, {QUEUE_NAME: queue}, store)
+    add_routes(app, metrics, settings, queue, store)
+    return app
+
+
+def add_routes(app: FastAPI, metrics: ServiceMetrics, settings: Settings, queue: JobQueue,
+               store: ObjectStore) -> None:
+    """`/generate`, `/jobs/{job_id}` and `/views/{key}` on `app`."""
     bases = BasisCache(store, encoder_id("generator", settings.model), settings.basis_refresh_s)
-    app = FastAPI(title="GenView generator", version="0.1.0",
-                  description="Adaptive Stable unCLIP views (GenView, Eq. 5–9), queue-backed and cached.")
-    metrics = ServiceMetrics("generator", {QUEUE_NAME: queue})
-    install_error_handlers(app)
-    metrics.install(app)
-    install_guards(app, settings)
-    install_health(app, [queue], store)
-    app.state.queue, app.state.store, app.state.settings = queue, store, settings
 
     @app.post("/generate", tags=["generate"], responses={202: {"description": "accepted, not finished yet"}})
     async def generate(
@@ -87,13 +87,13 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
             num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
         cached = await anyio.to_thread.run_sync(read_json, store, meta_key(sha, params))
         if cached is not None:
-            metrics.cache_hits.labels("generator").inc()
+            metrics.cache_hits.labels(metrics.service).inc()
             return _document(request, cache_job_id(sha, params), DONE, cached, cached=True)
         await anyio.to_thread.run_sync(store.put, input_key(sha), data)
         job_id, created = await anyio.to_thread.run_sync(
             queue.submit, params.to_payload(sha), f"{sha}:{params.hash}")
         if created:
-            metrics.jobs.labels("generator").inc()
+            metrics.jobs.labels(metrics.service).inc()
         job = await wait_for_job(queue, job_id, min(timeout, settings.max_wait_s) if wait else 0)
         if job is None:
             raise ApiError(500, "job_lost", f"job {job_id} vanished from the queue", job_id=job_id)
@@ -126,6 +126,3 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
         except ObjectNotFound:
             raise ApiError(404, "unknown_view", f"no view {key!r}") from None
         return Response(data, media_type="image/png", headers=headers)
-
-    return app
-

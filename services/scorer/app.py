@@ -15,11 +15,11 @@ from genview.models.presets import encoder_id
 from genview.queue import DONE, FAILED, JobQueue, open_queue
 from genview.settings import Settings, get_settings
 from genview.store import ObjectStore, input_key, params_hash, score_key, sha256_hex
-from services.common import (ApiError, ServiceMetrics, install_error_handlers, install_guards, install_health,
-                             read_json, read_upload, wait_for_job)
+from services.common import ApiError, ServiceMetrics, base_app, read_json, read_upload, wait_for_job
 from services.scorer.pairs import encode_pairs, pair_from_images, parse_pairs
 
 QUEUE_NAME = "score"
+DESCRIPTION = "Positive-pair quality by foreground/background similarity (GenView Eq. 10–13)."
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
@@ -28,15 +28,20 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
     settings = settings or get_settings()
     queue = queue or open_queue(settings, QUEUE_NAME)
     store = store or ObjectStore.from_settings(settings)
+    app, metrics = base_app("scorer", DESCRIPTION, settings, {QUEUE_NAME: queue}, store, body_limits(settings))
+    add_routes(app, metrics, settings, queue, store)
+    return app
+
+
+def body_limits(settings: Settings) -> dict[str, int]:
+    """`/score/batch` takes a raw tensor body, larger than an image upload."""
+    return {"/score/batch": settings.max_score_pairs * 2 * settings.max_score_side ** 2 * 3 + 1024 * 1024}
+
+
+def add_routes(app: FastAPI, metrics: ServiceMetrics, settings: Settings, queue: JobQueue,
+               store: ObjectStore) -> None:
+    """`/score`, `/score/batch` and `/score/jobs/{job_id}` on `app`."""
     bases = BasisCache(store, encoder_id("scorer", settings.scorer_model), settings.basis_refresh_s)
-    app = FastAPI(title="GenView scorer", version="0.1.0",
-                  description="Positive-pair quality by foreground/background similarity (GenView Eq. 10–13).")
-    metrics = ServiceMetrics("scorer", {QUEUE_NAME: queue})
-    install_error_handlers(app)
-    metrics.install(app)
-    batch_limit = settings.max_score_pairs * 2 * settings.max_score_side ** 2 * 3 + 1024 * 1024
-    install_guards(app, settings, {"/score/batch": batch_limit})
-    install_health(app, [queue], store)
 
     async def scores(body: bytes, timeout: float) -> dict | JSONResponse:
         """The cached or freshly computed {s_f, s_b, q, fg_basis} of a validated pairs body."""
@@ -45,19 +50,19 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
         phash = params_hash({"model": settings.scorer_model, "basis": basis})
         cached = await anyio.to_thread.run_sync(read_json, store, score_key(sha, phash))
         if cached is not None:
-            metrics.cache_hits.labels("scorer").inc()
+            metrics.cache_hits.labels(metrics.service).inc()
             return {**cached, "cached": True}
         await anyio.to_thread.run_sync(store.put, input_key(sha), body)
         job_id, created = await anyio.to_thread.run_sync(
             queue.submit, {"sha": sha, "phash": phash, "basis": basis}, f"{sha}:{phash}")
         if created:
-            metrics.jobs.labels("scorer").inc()
+            metrics.jobs.labels(metrics.service).inc()
         job = await wait_for_job(queue, job_id, min(timeout, settings.max_wait_s))
         if job is None or job.status == FAILED:
             raise ApiError(500, "scoring_failed", job.error if job else "the job vanished", job_id=job_id)
         if job.status != DONE:
             return JSONResponse({"job_id": job_id, "status": job.status}, status_code=202,
-                                headers={"Location": f"/jobs/{job_id}"})
+                                headers={"Location": f"/score/jobs/{job_id}"})
         return {**job.result, "cached": False}
 
     @app.post("/score", tags=["score"])
@@ -87,11 +92,9 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
             return result
         return {**result, "gamma": gamma, "w": quality_weights(torch.tensor(result["q"]), gamma).tolist()}
 
-    @app.get("/jobs/{job_id}", tags=["score"])
+    @app.get("/score/jobs/{job_id}", tags=["score"])
     async def get_job(job_id: str):
         job = await anyio.to_thread.run_sync(queue.get, job_id)
         if job is None:
             raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, or expired)")
         return {"job_id": job_id, "status": job.status, "result": job.result, "error": job.error}
-
-    return app

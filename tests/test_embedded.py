@@ -1,0 +1,38 @@
+"""`genview serve`: the whole system in one process on one port."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+
+from tests.helpers import png_bytes
+from tests.procs import genview_cmd, service_env, start_api
+
+
+def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
+    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
+                      store_url=f"file://{tmp_path / 'data'}")
+    proc, base = start_api("serve", env, tmp_path)
+    try:
+        r = httpx.post(f"{base}/generate", params={"wait": "true", "timeout": "120"},
+                       files={"image": ("x.png", png_bytes(seed=1), "image/png")},
+                       data={"steps": "2", "size": "40"}, timeout=150)
+        assert r.status_code == 200 and r.json()["status"] == "done", r.text
+        view = httpx.get(r.json()["views"][0]["url"])
+        assert view.status_code == 200
+        s = httpx.post(f"{base}/score", files={"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", view.content)},
+                       timeout=60)
+        assert s.status_code == 200 and set(s.json()) >= {"s_f", "s_b", "q"}, s.text
+        assert -2 <= s.json()["q"] <= 2
+        assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+        assert "genview_queue_depth" in httpx.get(f"{base}/metrics").text
+    finally:
+        proc.stop()
+
+
+def test_serve_without_gpu_says_what_to_run_instead(model_cache):
+    env = service_env(device="cpu", model_cache=model_cache)
+    done = subprocess.run(genview_cmd("serve"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "need a CUDA GPU" in done.stderr and "GENVIEW_MODEL=tiny GENVIEW_SCORER_MODEL=tiny" in done.stderr
