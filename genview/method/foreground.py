@@ -203,12 +203,17 @@ def fit_pca_basis(tokens: Tensor, grid: int, fg_fraction: float = 0.4) -> PCABas
 
 
 def per_image_projections(tokens: Tensor, grid: int) -> Tensor:
-    """Fallback: each image's tokens [B, T, D] on its own oriented first principal component -> [B, T]."""
+    """Fallback: each image's tokens [B, T, D] on its own oriented first principal component -> [B, T].
+
+    With X the centred tokens and u the top eigenvector (eigenvalue λ) of the small Gram matrix X Xᵀ,
+    the first component is v = Xᵀu/√λ and the projections are X v = √λ·u: one batched T×T eigh, done on
+    the CPU (cuSOLVER batches only matrices up to 32×32 and would loop over the images one by one).
+    """
     if tokens.ndim != 3:
         raise ValueError(f"per-image tokens must be [B, T, D], got {tuple(tokens.shape)}")
     centred = tokens.float() - tokens.float().mean(1, keepdim=True)
-    component = torch.linalg.svd(centred, full_matrices=False).Vh[:, 0]
-    projections = (centred @ component[:, :, None]).squeeze(-1)
+    eigenvalues, eigenvectors = torch.linalg.eigh((centred @ centred.transpose(1, 2)).cpu())
+    projections = (eigenvectors[:, :, -1] * eigenvalues[:, -1:].clamp_min(0).sqrt()).to(tokens.device)
     centre, border = centre_border_masks(grid)
     flip = projections[:, centre.to(tokens.device)].mean(1) < projections[:, border.to(tokens.device)].mean(1)
     return torch.where(flip[:, None], -projections, projections)

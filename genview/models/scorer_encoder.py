@@ -25,6 +25,8 @@ from genview.models.presets import SCORER_ARCHS, encoder_id, ensure_random_score
 
 # Preset name → (open_clip model name, pretrained tag); tags download from the hub when there is network.
 SCORER_PRESETS = {"convnext-base-w": ("convnext_base_w", "laion2b_s13b_b82k_augreg")}
+# The real architecture with random weights, for benchmarks on machines without the weights.
+RANDOM_SCORERS = {"convnext-base-w-random": "convnext_base_w"}
 DEFAULT_SCORER = "convnext-base-w"
 # Input size of the scorer (DESIGN §3: 224², so ConvNeXt's stride-32 map is 7×7; open_clip's
 # convnext_base_w config says 256, which is overridden: a ConvNeXt has no size-dependent weights).
@@ -50,6 +52,8 @@ def resolve_scorer_source(name: str, cache: str | None = None) -> tuple[str, str
     """(open_clip model name, pretrained tag or checkpoint file) for a preset name, hub id, folder or file."""
     if name in SCORER_PRESETS:
         return SCORER_PRESETS[name]
+    if name in RANDOM_SCORERS:
+        return RANDOM_SCORERS[name], None
     if name in SCORER_ARCHS:
         folder = ensure_random_scorer(name, cache)
         return _register_config(folder / f"genview_scorer_{name}.json"), str(folder / "open_clip_model.safetensors")
@@ -95,7 +99,7 @@ class ScorerEncoder:
             model = open_clip.create_model(
                 oc_name, pretrained=pretrained, device=dev,
                 precision="fp16" if inference_dtype(dev) == torch.float16 else "fp32",
-                force_image_size=SCORER_IMAGE_SIZE, require_pretrained=True,
+                force_image_size=SCORER_IMAGE_SIZE, require_pretrained=name not in RANDOM_SCORERS,
             )
         except torch.OutOfMemoryError:
             raise
@@ -104,12 +108,16 @@ class ScorerEncoder:
                 f"could not load scorer model {name!r} (open_clip {oc_name!r}, pretrained {pretrained!r}): {exc}. "
                 f"{_NO_NETWORK_HINT}"
             ) from exc
+        if dev.type == "cuda":
+            model.visual.to(memory_format=torch.channels_last)  # faster fp16 convolutions
         cfg = open_clip.get_model_preprocess_cfg(model)
         return cls(model, str(name), SCORER_IMAGE_SIZE, cfg.get("mean", open_clip.OPENAI_DATASET_MEAN),
                    cfg.get("std", open_clip.OPENAI_DATASET_STD))
 
     def _resize_crop(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] → shorter side resized to S (bicubic, antialiased), then centre-cropped to S×S."""
+        if x.shape[-2:] == (self.image_size, self.image_size):
+            return x
         x = TF.resize(x, [self.image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
         return TF.center_crop(x, [self.image_size, self.image_size])
 

@@ -45,7 +45,7 @@ def add_routes(app: FastAPI, metrics: ServiceMetrics, settings: Settings, queue:
 
     async def scores(body: bytes, timeout: float) -> dict | JSONResponse:
         """The cached or freshly computed {s_f, s_b, q, fg_basis} of a validated pairs body."""
-        sha = sha256_hex(body)
+        sha = await anyio.to_thread.run_sync(sha256_hex, body)
         basis = await anyio.to_thread.run_sync(bases.fingerprint)
         phash = params_hash({"model": settings.scorer_model, "basis": basis})
         cached = await anyio.to_thread.run_sync(read_json, store, score_key(sha, phash))
