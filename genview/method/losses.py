@@ -1,0 +1,143 @@
+"""Per-sample SSL losses and the quality-weighted loss (GenView Eq. 2–4, 14).
+
+Ready-made SSL losses reduce to a batch mean, which cannot be weighted per pair, so every loss
+here returns one value per sample ``[B]``; the trainer combines them with Eq. 14,
+``weighted_loss(per_sample, w)`` = mean_i w_i L_i, the weights being constants (detached) with
+mean 1 (``quality.quality_weights``). Losses compute in float32 whatever the input dtype and do
+no I/O.
+
+Which loss each method uses (the caller symmetrises over the two views where the method does):
+
+- MoCo v2: ``info_nce(q, k, t, queue)`` (negatives from the key queue); k from the momentum encoder.
+- MoCo v3: ``info_nce(q1, k2, t) + info_nce(q2, k1, t)`` with in-batch negatives (the official code
+  also multiplies by 2t).
+- SimCLR: ``nt_xent(z1, z2, t)`` (InfoNCE over the 2B embeddings of the batch).
+- SimSiam: ``0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)`` (-cos form).
+- BYOL: ``byol_loss(p1, z2') + byol_loss(p2, z1')`` (2 - 2cos form, z' from the target network).
+- SwAV: ``swav_loss(scores1, scores2)`` with Sinkhorn-Knopp codes (2 global views).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SumFn = Optional[Callable[[Tensor], Tensor]]
+
+
+def weighted_loss(per_sample: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Quality-weighted loss L = mean_i w_i L_i with w detached; plain mean when w is None (Eq. 14)."""
+    if per_sample.dim() != 1 or per_sample.shape[0] == 0:
+        raise ValueError(f"per-sample losses must be a non-empty [B] tensor, got {tuple(per_sample.shape)}")
+    if weights is None:
+        return per_sample.mean()
+    if weights.shape != per_sample.shape:
+        raise ValueError(
+            f"weights {tuple(weights.shape)} do not match per-sample losses {tuple(per_sample.shape)}"
+        )
+    return (weights.detach().to(per_sample.dtype) * per_sample).mean()
+
+
+def info_nce(q: Tensor, k: Tensor, temperature: float, queue: Tensor | None = None) -> Tensor:
+    """InfoNCE per sample [B] with positive k_i for q_i; in-batch or queue negatives (Eq. 2)."""
+    if q.dim() != 2 or q.shape != k.shape:
+        raise ValueError(f"q and k must both be [B, D], got {tuple(q.shape)} and {tuple(k.shape)}")
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
+    if queue is None:
+        logits = q @ k.t() / temperature
+        labels = torch.arange(q.shape[0], device=q.device)
+    else:
+        if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
+            raise ValueError(f"queue must be [K, {q.shape[1]}], got {tuple(queue.shape)}")
+        negatives = F.normalize(queue.detach().float(), dim=1)
+        positive = (q * k).sum(dim=1, keepdim=True)
+        logits = torch.cat([positive, q @ negatives.t()], dim=1) / temperature
+        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """SimCLR NT-Xent per pair [B]: mean of both directions over 2B-2 negatives (Eq. 2)."""
+    if z1.dim() != 2 or z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must both be [B, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
+    logits = z @ z.t() / temperature
+    self_mask = torch.eye(2 * b, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    idx = torch.arange(b, device=z.device)
+    labels = torch.cat([idx + b, idx])
+    per_view = F.cross_entropy(logits, labels, reduction="none")
+    return 0.5 * (per_view[:b] + per_view[b:])
+
+
+def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """Negative cosine -cos(p_i, stopgrad z_i) per sample [B], SimSiam form (Eq. 3)."""
+    if p.dim() != 2 or p.shape != z.shape:
+        raise ValueError(f"p and z must both be [B, D], got {tuple(p.shape)} and {tuple(z.shape)}")
+    return -F.cosine_similarity(p.float(), z.detach().float(), dim=1)
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL form of the negative cosine 2 - 2cos(p_i, stopgrad z_i) per sample [B] (Eq. 3)."""
+    return 2.0 + 2.0 * negative_cosine(p, z)
+
+
+def _reduce(t: Tensor, world_size_sum: SumFn) -> Tensor:
+    """Sum of t over ranks via world_size_sum (identity when None)."""
+    return t if world_size_sum is None else world_size_sum(t)
+
+
+@torch.no_grad()
+def sinkhorn_knopp(
+    scores: Tensor, epsilon: float = 0.05, iterations: int = 3, world_size_sum: SumFn = None
+) -> Tensor:
+    """SwAV codes Q [B, K] (rows sum to 1) from prototype scores [B, K] by Sinkhorn-Knopp (Eq. 4).
+
+    Follows the official ``distributed_sinkhorn``; ``world_size_sum(t)`` must return t summed over
+    ranks (e.g. a wrapper around ``dist.all_reduce``). Before exponentiating, the scores are shifted
+    by one scalar common to all ranks (the mean over ranks of the local maxima), and the iterations
+    run in float64: a common factor cancels in the first normalisation, so the codes are those of
+    the official code, without its float32 overflow (scores/epsilon above ~88) or underflow to an
+    all-zero prototype (spread of scores/epsilon above ~87; float64 holds ~700). Returned as float32.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, K], got {tuple(scores.shape)}")
+    s = scores.detach().double() / epsilon
+    ones = torch.ones((), dtype=s.dtype, device=s.device)
+    shift = _reduce(s.max().reshape(()), world_size_sum) / _reduce(ones, world_size_sum)
+    q = torch.exp(s - shift).t()  # [K, B]
+    k = q.shape[0]
+    b = _reduce(torch.tensor(float(q.shape[1]), dtype=s.dtype, device=s.device), world_size_sum)
+    q /= _reduce(q.sum(), world_size_sum)
+    for _ in range(iterations):
+        q /= _reduce(q.sum(dim=1, keepdim=True), world_size_sum)  # each prototype: total 1/K
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)  # each sample: total 1/B
+        q /= b
+    q *= b
+    return q.t().float()
+
+
+def swav_loss(
+    scores1: Tensor,
+    scores2: Tensor,
+    temperature: float = 0.1,
+    epsilon: float = 0.05,
+    iterations: int = 3,
+    world_size_sum: SumFn = None,
+) -> Tensor:
+    """SwAV swapped prediction per sample [B], codes from Sinkhorn-Knopp without gradient (Eq. 4)."""
+    if scores1.dim() != 2 or scores1.shape != scores2.shape:
+        raise ValueError(
+            f"scores1 and scores2 must both be [B, K], got {tuple(scores1.shape)} and {tuple(scores2.shape)}"
+        )
+    q1 = sinkhorn_knopp(scores1, epsilon, iterations, world_size_sum)
+    q2 = sinkhorn_knopp(scores2, epsilon, iterations, world_size_sum)
+    log_p1 = F.log_softmax(scores1.float() / temperature, dim=1)
+    log_p2 = F.log_softmax(scores2.float() / temperature, dim=1)
+    return 0.5 * (-(q2 * log_p1).sum(dim=1) - (q1 * log_p2).sum(dim=1))
