@@ -2,8 +2,8 @@
 # GenView trainer image: `python trainer/run.py …`, or `torchrun --nproc-per-node N trainer/run.py …` on
 # several GPUs. Build from the repository root:
 #   docker build -f docker/trainer.Dockerfile -t genview-trainer .
-# Same layers as the service images up to the dependencies; the `trainer` extra of pyproject.toml, when
-# it exists, is installed too (change with --build-arg EXTRAS=…).
+# Same layers as the service images up to the source (Docker's build cache shares them). Extras of
+# pyproject.toml can be added with --build-arg EXTRAS=name[,name…].
 FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -32,7 +32,7 @@ RUN pip install torch==2.14.1 torchvision==0.29.1
 
 # The project's dependencies, read from pyproject.toml alone: editing the source does not reinstall them.
 WORKDIR /app
-ARG EXTRAS="trainer"
+ARG EXTRAS=""
 COPY pyproject.toml docker/requirements.py ./
 RUN python requirements.py "$EXTRAS" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \

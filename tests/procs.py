@@ -55,9 +55,9 @@ def wait_http(url: str, proc: Proc, timeout: float = 90.0) -> None:
     raise TimeoutError(f"{url} did not come up:\n{proc.tail()}")
 
 
-def start_api(command: str, env: dict[str, str], logdir: Path) -> tuple[Proc, str]:
+def start_api(command: str, env: dict[str, str], logdir: Path, port: int | None = None) -> tuple[Proc, str]:
     """Run `genview <command> --port P` and wait until /healthz answers; returns (proc, base URL)."""
-    port = free_port()
+    port = port or free_port()
     proc = Proc(genview_cmd(command, "--host", "127.0.0.1", "--port", str(port)), env,
                 logdir / f"{command}-{port}.log")
     base = f"http://127.0.0.1:{port}"

@@ -52,13 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, help="default: the method's, at most a tenth of the run")
     p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, TensorBoard logs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--stop-after-epochs", type=int, help="end this invocation after N epochs (e.g. a time-limited "
+                   "cluster job); --resume continues the same schedule")
     p.add_argument("--genview-prob", type=float, default=1.0, help="α: chance of using the generated view")
     p.add_argument("--noise-policy", default="adaptive", help="adaptive | constant:L | random")
     p.add_argument("--gen-steps", type=int, default=20)
     p.add_argument("--gen-size", type=int, default=512)
     p.add_argument("--gen-seed", type=int, default=0)
     p.add_argument("--on-missing-view", choices=["wait", "fallback"], default="wait")
-    p.add_argument("--lookahead", type=int, default=4, help="batches whose views are fetched ahead")
+    p.add_argument("--generator-retries", type=int, default=3, help="client retries before a view counts as missing")
+    p.add_argument("--lookahead", type=int, default=4,
+                   help="batches whose views are fetched beyond those the data loader already holds")
     p.add_argument("--prefetch-concurrency", type=int, default=8)
     p.add_argument("--gamma", type=float, default=1.0, help="γ of the quality softmax (Eq. 13)")
     p.add_argument("--global-weights", action="store_true", help="softmax over the global batch")
@@ -98,8 +102,9 @@ class Run:
         if args.generator_url:
             fields = {"noise_level": "auto" if args.noise_policy == "adaptive" else args.noise_policy,
                       "steps": args.gen_steps, "size": args.gen_size, "seed": args.gen_seed}
-            self.prefetcher = ViewPrefetcher(GeneratorClient(args.generator_url), self.images.paths, self.views,
-                                             fields, args.lookahead * self.batch, args.prefetch_concurrency,
+            self.prefetcher = ViewPrefetcher(GeneratorClient(args.generator_url, retries=args.generator_retries),
+                                             self.images.paths, self.views,
+                                             fields, self._lookahead(), args.prefetch_concurrency,
                                              args.on_missing_view)
         self.quality = QualitySource(args.scorer_url, args.scorer == "local", self.device)
         self.model = self._model()
@@ -119,6 +124,11 @@ class Run:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(self.out / "tensorboard")
+
+    def _lookahead(self) -> int:
+        """Samples fetched beyond training: the batches the data loader holds in flight, plus `--lookahead`."""
+        in_flight = max(1, self.args.workers * 2) + 1  # DataLoader prefetch_factor 2 per worker, and the next one
+        return (self.args.lookahead + in_flight) * self.batch
 
     def _model(self) -> torch.nn.Module:
         extra = {"queue_size": self.args.queue_size} if self.args.method == "mocov2" else {}
@@ -143,7 +153,10 @@ class Run:
         log.info("resumed from epoch %d (step %d)", ckpt["epoch"], self.step)
 
     def train(self) -> None:
-        for epoch in range(self.start_epoch, self.args.epochs):
+        last = self.args.epochs
+        if self.args.stop_after_epochs is not None:
+            last = min(last, self.start_epoch + self.args.stop_after_epochs)
+        for epoch in range(self.start_epoch, last):
             self.train_epoch(epoch)
             if self.rank == 0:
                 save_checkpoint(self.out / "checkpoint.pt", model=self.method.state_dict(),
@@ -183,7 +196,7 @@ class Run:
             score_wait = time.perf_counter() - start
             self.train_step(epoch, current, q, data_wait, score_wait)
             if self.prefetcher is not None:
-                self.prefetcher.advance((k + 2) * self.batch)
+                self.prefetcher.advance((k + 1) * self.batch)
             current, scored, data_wait = upcoming, next_scored, 0.0
             bar.update()
         bar.close()
@@ -240,6 +253,7 @@ class Run:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     Run(parse_args(argv)).train()
 
 

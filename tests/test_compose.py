@@ -1,0 +1,314 @@
+"""docker-compose.yml: valid, wired consistently, and its four GenView services run as local processes.
+
+The end-to-end test starts generator-api, generator-worker, scorer-api and scorer-worker from the compose
+file's own `command` (through the image's ENTRYPOINT, read from the service's Dockerfile) and `environment`
+(with `${VAR:-default}` resolved as compose does), changing only what a container has and this machine has
+not: hostnames (redis → the test's Redis, minio → a moto S3 server), the bucket, free local ports, tiny
+presets on the CPU. A /generate and a /score round trip then pass through that wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+import httpx
+import pytest
+import yaml
+
+from genview.settings import Settings
+from tests.helpers import free_port, png_bytes
+from tests.procs import Proc, wait_http
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "docker-compose.yml"
+APIS = {"generator-api": "generator", "scorer-api": "scorer"}
+WORKERS = {"generator-worker": "generator", "scorer-worker": "scorer"}
+GENVIEW_SERVICES = [*APIS, *WORKERS]
+# GENVIEW_* variables read by docker/entrypoint.py, not by the settings class
+ENTRYPOINT_VARS = {"GENVIEW_GPU_SLOTS_DIR", "GENVIEW_WORKERS_PER_GPU", "GENVIEW_GPU_COUNT"}
+
+_VARIABLE = re.compile(r"\$\$|\$\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<plain>[A-Za-z_]\w*)")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Compose's variable substitution: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}."""
+
+    def substitute(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group("braced") or m.group("plain")
+        op, arg, value = m.group("op"), m.group("arg"), env.get(name)
+        assert arg is None or "$" not in arg, f"nested substitution is not supported here: {m.group(0)}"
+        unset = value is None or (value == "" and op and op.startswith(":"))
+        if op in (":-", "-"):
+            return arg if unset else value
+        if op in (":?", "?") and unset:
+            raise ValueError(f"{name}: {arg}")
+        return value or ""
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def _resolve(node, env: Mapping[str, str]):
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [_resolve(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: _resolve(value, env) for key, value in node.items()}
+    return node
+
+
+def load_compose(env: Mapping[str, str] | None = None) -> dict:
+    """docker-compose.yml with anchors merged and variables resolved against `env` (default: none set)."""
+    return _resolve(yaml.safe_load(COMPOSE_FILE.read_text()), env or {})
+
+
+def service_environment(service: dict) -> dict[str, str]:
+    """A service's `environment` (mapping or KEY=VALUE list) as strings."""
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {key: "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in environment.items()}
+
+
+def flag(argv: list[str], name: str) -> str:
+    """The value after `name` in an argument list."""
+    assert name in argv, f"{name} missing from {argv}"
+    return argv[argv.index(name) + 1]
+
+
+def dockerfile_entrypoint(service: dict) -> list[str]:
+    """The service's `entrypoint`, else the exec-form ENTRYPOINT of the Dockerfile it is built from."""
+    if "entrypoint" in service:
+        return list(service["entrypoint"])
+    dockerfile = REPO / service["build"].get("context", ".") / service["build"]["dockerfile"]
+    lines = [line for line in dockerfile.read_text().splitlines() if line.startswith("ENTRYPOINT ")]
+    return json.loads(lines[-1].removeprefix("ENTRYPOINT ")) if lines else []
+
+
+def bucket_created_by_minio_init(compose: dict) -> str:
+    script = " ".join(compose["services"]["minio-init"]["command"])
+    match = re.search(r"\bmc mb\b(?: --\S+)* local/([a-z0-9.-]+)", script)
+    assert match, f"minio-init does not create a bucket: {script}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_compose()
+
+
+# --- the file itself ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed (.ci/run installs it)")
+def test_compose_file_validates_and_only_the_trainer_has_a_profile():
+    run = lambda *args: subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), *args],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    assert (checked := run("config", "-q")).returncode == 0, checked.stderr
+    normalised = yaml.safe_load(run("--profile", "trainer", "config").stdout)["services"]
+    assert set(normalised) == {"redis", "minio", "minio-init", *GENVIEW_SERVICES, "trainer"}
+    assert normalised["trainer"]["profiles"] == ["trainer"]
+    assert all("profiles" not in service for name, service in normalised.items() if name != "trainer")
+
+
+def test_interpolation_follows_compose_rules():
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET:-d} ${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} $SET $$SET ${SET}", env) == "x d d  x $SET x"
+    with pytest.raises(ValueError):
+        interpolate("${UNSET:?needed}", env)
+    assert load_compose({"GENVIEW_MODEL": "tiny"})["services"]["generator-worker"]["environment"]["GENVIEW_MODEL"] == "tiny"
+
+
+def test_services_are_wired_to_redis_minio_and_each_other(compose):
+    services = compose["services"]
+    assert set(services) == {"redis", "minio", "minio-init", *GENVIEW_SERVICES, "trainer"}
+
+    redis_service = services["redis"]
+    assert flag(redis_service["command"], "--appendonly") == "yes"
+    assert any(str(v).endswith(":/data") for v in redis_service["volumes"])
+    assert "redis-cli" in redis_service["healthcheck"]["test"] and "ping" in redis_service["healthcheck"]["test"]
+    minio = services["minio"]
+    minio_port = flag(minio["command"], "--address").rsplit(":", 1)[1]
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio-init"]["restart"] == "no"
+    bucket = bucket_created_by_minio_init(compose)
+
+    environments = {name: service_environment(services[name]) for name in GENVIEW_SERVICES}
+    for name, env in environments.items():
+        service = services[name]
+        redis_url, endpoint = urlsplit(env["GENVIEW_REDIS_URL"]), urlsplit(env["GENVIEW_S3_ENDPOINT_URL"])
+        assert redis_url.scheme == "redis" and redis_url.hostname == "redis" and redis_url.port == 6379, name
+        assert endpoint.hostname == "minio" and str(endpoint.port) == minio_port, name
+        store = urlsplit(env["GENVIEW_STORE_URL"])
+        assert store.scheme == "s3" and store.hostname == bucket, f"{name} stores in a bucket minio-init does not create"
+        assert env["AWS_ACCESS_KEY_ID"] == minio["environment"]["MINIO_ROOT_USER"], name
+        assert env["AWS_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"], name
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert service["depends_on"]["minio-init"]["condition"] == "service_completed_successfully", name
+        assert any(str(v).endswith(":/cache") for v in service["volumes"]), f"{name} has no model cache volume"
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        unknown = {k for k in env if k.startswith("GENVIEW_")} - ENTRYPOINT_VARS - {
+            f"GENVIEW_{field.upper()}" for field in Settings.model_fields}
+        assert not unknown, f"{name} sets GENVIEW_* variables that no setting reads: {unknown}"
+    # an API and its workers must agree on everything that names a job or a stored object
+    for key in ("GENVIEW_REDIS_URL", "GENVIEW_STORE_URL", "GENVIEW_S3_ENDPOINT_URL", "GENVIEW_MODEL",
+                "GENVIEW_SCORER_MODEL", "GENVIEW_API_KEYS"):
+        assert len({env.get(key) for env in environments.values()}) == 1, f"services disagree on {key}"
+
+    for name in APIS:
+        command, service = services[name]["command"], services[name]
+        port = flag(command, "--port")
+        assert flag(command, "--host") == "0.0.0.0"
+        assert [str(p).rsplit(":", 1)[1] for p in service["ports"]] == [port], f"{name} publishes another port"
+        assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
+    for name in WORKERS:
+        service = services[name]
+        assert "container_name" not in service and "ports" not in service, f"{name} cannot be scaled"
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert any("gpu" in d["capabilities"] for d in devices), f"{name} reserves no GPU"
+        assert name in service["healthcheck"]["test"]
+        assert environments[name]["GENVIEW_DEVICE"] == "cuda"
+    assert environments["generator-worker"]["GENVIEW_GPU_SLOTS_DIR"] != environments["scorer-worker"]["GENVIEW_GPU_SLOTS_DIR"]
+
+    trainer = services["trainer"]
+    assert trainer["profiles"] == ["trainer"]
+    command = trainer["command"]
+    assert command[:2] == ["python", "trainer/run.py"]
+    for option, api in (("--generator-url", "generator-api"), ("--scorer-url", "scorer-api")):
+        url = urlsplit(flag(command, option))
+        assert url.hostname == api and str(url.port) == flag(services[api]["command"], "--port"), option
+        assert trainer["depends_on"][api]["condition"] == "service_healthy"
+    assert any("gpu" in d["capabilities"] for d in trainer["deploy"]["resources"]["reservations"]["devices"])
+
+
+def test_trainer_command_parses_with_the_trainer(compose):
+    """The trainer service's arguments are ones trainer/run.py accepts."""
+    from trainer.run import parse_args
+
+    args = parse_args(compose["services"]["trainer"]["command"][2:])
+    assert args.generator_url == "http://generator-api:8000" and args.scorer_url == "http://scorer-api:8001"
+    assert args.method == "mocov3" and args.arch == "vit_small" and args.resume
+
+
+def test_readme_documents_every_setting():
+    """Every GENVIEW_* setting has a row in the README's settings table, with its default."""
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(GENVIEW_\w+)` \|.*$", (REPO / "README.md").read_text(), re.M)}
+    for name, field in Settings.model_fields.items():
+        variable = f"GENVIEW_{name.upper()}"
+        assert variable in rows, f"README has no row for {variable}"
+        default = field.default
+        shown = ("unset" if default is None else "empty" if default == "" else str(default).lower()
+                 if isinstance(default, bool) else str(int(default)) if isinstance(default, float)
+                 and default.is_integer() else str(default))
+        assert shown in rows[variable].split("|")[2], f"README gives another default for {variable}: {rows[variable]}"
+
+
+# --- the services, started as compose would start them -----------------------------------------------
+
+def local_argv(argv: list[str], ports: dict[str, str]) -> list[str]:
+    """A container argument list for this machine: the venv's python, /app → the checkout, genview → this
+    interpreter's module, --host on loopback, container ports → free local ports."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        previous = argv[i - 1] if i else ""
+        if arg == "python":
+            out.append(sys.executable)
+        elif arg == "genview":
+            out += [sys.executable, "-m", "genview.cli"]
+        elif arg.startswith("/app/"):
+            out.append(str(REPO / arg.removeprefix("/app/")))
+        elif previous == "--host":
+            out.append("127.0.0.1")
+        elif previous == "--port":
+            out.append(ports.setdefault(arg, str(free_port())))
+        else:
+            for container_port, local_port in ports.items():
+                arg = arg.replace(f"127.0.0.1:{container_port}/", f"127.0.0.1:{local_port}/")
+            out.append(arg)
+    return out
+
+
+def local_env(service: dict, redis_url: str, s3_endpoint: str, s3_bucket: str, model_cache: str,
+              tmp_path: Path) -> dict[str, str]:
+    """The service's compose environment with hostnames and cluster paths replaced, tiny CPU presets."""
+    env = service_environment(service)
+    replaced = {"GENVIEW_REDIS_URL": redis_url, "GENVIEW_S3_ENDPOINT_URL": s3_endpoint,
+                "GENVIEW_STORE_URL": s3_bucket, "GENVIEW_MODEL": "tiny", "GENVIEW_SCORER_MODEL": "tiny",
+                "GENVIEW_DEVICE": "cpu", "GENVIEW_MODEL_CACHE": model_cache}
+    if "GENVIEW_GPU_SLOTS_DIR" in env:
+        replaced["GENVIEW_GPU_SLOTS_DIR"] = str(tmp_path / "gpu-slots")
+    env.update(replaced)
+    leftover = {k: v for k, v in env.items() if re.search(r"//(redis|minio|generator-api|scorer-api)\b", v)}
+    assert not leftover, f"compose hostnames this test does not replace: {leftover}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GENVIEW_", "AWS_"))}
+    return {**base, **env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def healthy(service: dict, ports: dict[str, str]) -> bool:
+    """Run the service's compose health check here."""
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    return subprocess.run(local_argv(test[1:], ports), capture_output=True, timeout=30).returncode == 0
+
+
+def test_compose_services_round_trip_as_local_processes(compose, fresh_redis_url, s3_endpoint, s3_bucket,
+                                                         model_cache, tmp_path):
+    services = compose["services"]
+    procs: dict[str, Proc] = {}
+    ports: dict[str, dict[str, str]] = {}
+    try:
+        for name in GENVIEW_SERVICES:
+            service = services[name]
+            ports[name] = {}
+            argv = local_argv([*dockerfile_entrypoint(service), *service["command"]], ports[name])
+            env = local_env(service, fresh_redis_url, s3_endpoint, s3_bucket, model_cache, tmp_path)
+            procs[name] = Proc(argv, env, tmp_path / f"{name}.log")
+        bases = {}
+        for name in APIS:
+            (port,) = ports[name].values()
+            bases[name] = f"http://127.0.0.1:{port}"
+            wait_http(f"{bases[name]}/healthz", procs[name])
+            assert httpx.get(f"{bases[name]}/readyz", timeout=10).json() == {"status": "ready"}
+
+        image = png_bytes(64, 48, seed=5)
+        r = httpx.post(f"{bases['generator-api']}/generate", params={"wait": "true", "timeout": "120"},
+                       files={"image": ("x.png", image, "image/png")}, data={"steps": "2", "size": "32"}, timeout=150)
+        assert r.status_code == 200 and r.json()["status"] == "done", (r.text, procs["generator-worker"].tail())
+        view = httpx.get(r.json()["views"][0]["url"], timeout=30)
+        assert view.status_code == 200 and view.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+        s = httpx.post(f"{bases['scorer-api']}/score", files={"original": ("o.png", image), "view": ("v.png", view.content)},
+                       timeout=120)
+        assert s.status_code == 200, (s.text, procs["scorer-worker"].tail())
+        assert set(s.json()) >= {"s_f", "s_b", "q"} and -2 <= s.json()["q"] <= 2
+
+        # the objects went to the S3 server in place of MinIO, under the compose file's prefix
+        bucket, prefix = s3_bucket.removeprefix("s3://").split("/", 1)
+        listing = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").list_objects_v2(Bucket=bucket)
+        keys = [o["Key"] for o in listing.get("Contents", [])]
+        for kind in ("inputs/", "views/", "scores/"):
+            assert any(k.startswith(f"{prefix}/{kind}") for k in keys), f"nothing under {kind} in S3: {keys}"
+
+        # each service's own compose health check, run here, passes; a stopped API's fails (the worker
+        # check's failing side is tested on a fake /proc in test_dockerfiles.py: other test sessions on
+        # this machine may run workers of their own)
+        for name in GENVIEW_SERVICES:
+            test = shlex.join(services[name]["healthcheck"]["test"])
+            assert healthy(services[name], ports[name]), f"{name} health check fails: {test}"
+        procs.pop("generator-api").stop()
+        assert not healthy(services["generator-api"], ports["generator-api"])
+    finally:
+        for proc in procs.values():
+            proc.stop()
