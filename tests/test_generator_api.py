@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from genview.basis import BasisCache
 from genview.images import load_rgb
@@ -68,7 +70,10 @@ def test_view_is_immutable_with_etag(embedded):
     client, _, _, _, drain, _ = embedded
     job_id = _submit(client)
     drain()
-    url = client.get(f"/jobs/{job_id}").json()["views"][0]["url"]
+    doc = client.get(f"/jobs/{job_id}").json()
+    url = doc["views"][0]["url"]
+    fg_map = client.get("/views/" + doc["fg_map"].removeprefix("views/"))
+    assert fg_map.status_code == 200 and Image.open(io.BytesIO(fg_map.content)).mode == "L"
     first = client.get(url)
     assert first.status_code == 200 and "immutable" in first.headers["cache-control"]
     assert client.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304

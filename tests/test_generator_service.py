@@ -130,7 +130,7 @@ def test_worker_killed_mid_batch_loses_nothing(cluster, fresh_redis_url):
         assert doc["status"] == "done", doc
         assert queue.get(doc["job_id"]).deliveries == 2
         prefix = doc["views"][0]["key"].rsplit("/", 1)[0]
-        assert store.list(prefix) == [f"{prefix}/0.png", f"{prefix}/meta.json"]
+        assert store.list(prefix) == [f"{prefix}/0.png", f"{prefix}/fg.png", f"{prefix}/meta.json"]
         assert json.loads(store.get(f"{prefix}/meta.json"))["views"] == [{"key": f"{prefix}/0.png"}]
     assert queue.depth() == 0
 

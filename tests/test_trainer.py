@@ -71,6 +71,13 @@ def test_torchrun_two_ranks_train_and_resume_exactly(stack, images, tmp_path):
     assert all(r["w_min"] < r["w_max"] and r["w_mean"] == pytest.approx(1.0, abs=1e-5) for r in steps)
     assert [r["epoch"] for r in _records(full) if "knn_top1" in r] == [0, 1]
 
+    probe = subprocess.run([sys.executable, str(REPO / "trainer" / "linear.py"), "--checkpoint",
+                            str(full / "checkpoint.pt"), "--data", str(images), "--epochs", "20"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert result["train"] == 12 and result["val"] == 4 and 0.0 <= result["top1"] <= 1.0
+
     _train(part, *services, *COMMON, "--epochs", "2", "--stop-after-epochs", "1", nproc=2)
     _train(part, *services, *COMMON, "--epochs", "2", "--resume", nproc=2)
     resumed = [r for r in _records(part) if "loss" in r]

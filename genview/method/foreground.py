@@ -229,8 +229,12 @@ def foreground_proportion(tokens: Tensor, basis: PCABasis) -> Tensor:
     return foreground_mask(tokens, basis).float().mean(-1)
 
 
-def foreground_proportion_per_image(tokens: Tensor, grid: int, fg_fraction: float = 0.4) -> Tensor:
-    """Foreground proportion p_i (Eq. 7) with each image's own PCA and threshold (so p ≈ fg_fraction)."""
-    projections = per_image_projections(tokens, grid)
+def proportion_above_quantile(projections: Tensor, fg_fraction: float = 0.4) -> Tensor:
+    """Eq. 7 with each image's own threshold, its (1 − fg_fraction) quantile: projections [B, T] -> p [B]."""
     threshold = torch.quantile(projections, 1.0 - fg_fraction, dim=1, keepdim=True)
     return (projections > threshold).float().mean(1)
+
+
+def foreground_proportion_per_image(tokens: Tensor, grid: int, fg_fraction: float = 0.4) -> Tensor:
+    """Foreground proportion p_i (Eq. 7) with each image's own PCA and threshold (so p ≈ fg_fraction)."""
+    return proportion_above_quantile(per_image_projections(tokens, grid), fg_fraction)

@@ -46,6 +46,11 @@ def meta_key(sha: str, params: GenerationParams) -> str:
     return view_meta_key(sha, params.hash)
 
 
+def fg_map_key(sha: str, params: GenerationParams) -> str:
+    """Where the foreground map of (input, params) lives (a PNG, served by /views like the views)."""
+    return f"views/{sha}/{params.hash}/fg.png"
+
+
 def cache_job_id(sha: str, params: GenerationParams) -> str:
     """The job id under which a cached result is reported (no queue job exists for it)."""
     return f"{sha}.{params.hash}"

@@ -11,13 +11,14 @@ from PIL import Image
 
 from genview.basis import PER_IMAGE, BasisCache
 from genview.images import encode_png, load_rgb
-from genview.method.foreground import foreground_proportion, foreground_proportion_per_image
+from genview.method.foreground import foreground_proportion, per_image_projections, proportion_above_quantile
+from genview.method.quality import foreground_map
 from genview.method.noise import noise_levels
 from genview.models.unclip import UnclipGenerator
 from genview.queue import Delivery, JobQueue
 from genview.settings import Settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, view_key
-from services.generator.jobs import GenerationParams, meta_key
+from services.generator.jobs import GenerationParams, fg_map_key, meta_key
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,13 @@ class _Sample:
     view: int
     level: int
     seed: int
+
+
+def foreground_map_png(projections: torch.Tensor, grid: int, size: int) -> bytes:
+    """The min-max normalised token projections as a grayscale PNG of side `size` (white = foreground)."""
+    fg = foreground_map(projections.reshape(1, grid, grid))[0]
+    img = Image.fromarray((fg * 255).round().to(torch.uint8).numpy())
+    return encode_png(img.resize((size, size), Image.Resampling.NEAREST))
 
 
 class GeneratorWorker:
@@ -83,19 +91,24 @@ class GeneratorWorker:
             return None
         return _Job(delivery, sha, params, image)
 
-    def _fg_ratios(self, jobs: list[_Job], tokens: torch.Tensor) -> torch.Tensor:
-        """Foreground proportion p (Eq. 7) per job, with the basis its request was keyed on."""
-        ratios = []
+    def _foreground(self, jobs: list[_Job], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per job: foreground proportion p (Eq. 7) and token projections, with the basis it was keyed on."""
+        ratios, projections = [], []
         for job, tok in zip(jobs, tokens):
             basis = self.bases.matching(job.params.basis)
-            ratios.append(foreground_proportion(tok[None], basis)[0] if basis else
-                          foreground_proportion_per_image(tok[None], self.generator.grid, self.settings.fg_fraction)[0])
-        return torch.stack(ratios).cpu()
+            if basis is not None:
+                ratios.append(foreground_proportion(tok[None], basis)[0])
+                projections.append(basis.project(tok))
+            else:
+                proj = per_image_projections(tok[None], self.generator.grid)
+                ratios.append(proportion_above_quantile(proj, self.settings.fg_fraction)[0])
+                projections.append(proj[0])
+        return torch.stack(ratios).cpu(), torch.stack(projections).cpu()
 
     def _run(self, jobs: list[_Job]) -> list[dict]:
         """Encode once, choose levels (Eq. 8), generate every view in shared pipeline calls, store them."""
         encoded = self.generator.encode([j.image for j in jobs])
-        fg = self._fg_ratios(jobs, encoded.tokens)
+        fg, projections = self._foreground(jobs, encoded.tokens)
         levels = [int(noise_levels(j.params.policy, fg[i:i + 1], [j.params.seed])[0]) for i, j in enumerate(jobs)]
         samples = [_Sample(i, v, levels[i], j.params.seed + v) for i, j in enumerate(jobs)
                    for v in range(j.params.num_views)]
@@ -110,10 +123,12 @@ class GeneratorWorker:
                     encoded.embeds[[s.job for s in part]], torch.tensor([s.level for s in part]),
                     [s.seed for s in part], [jobs[s.job].params.prompt for s in part], steps, guidance)
                 views.update({(s.job, s.view): img for s, img in zip(part, images)})
-        return [self._store(j, views, i, float(fg[i]), levels[i]) for i, j in enumerate(jobs)]
+        return [self._store(j, views, i, float(fg[i]), levels[i], projections[i]) for i, j in enumerate(jobs)]
 
-    def _store(self, job: _Job, views: dict, i: int, fg_ratio: float, level: int) -> dict:
-        """Write the job's views and its result document (write-once: a rerun never changes them)."""
+    def _store(self, job: _Job, views: dict, i: int, fg_ratio: float, level: int, projections: torch.Tensor) -> dict:
+        """Write the job's views, foreground map and result document (write-once: a rerun changes nothing)."""
+        fg_map = fg_map_key(job.sha, job.params)
+        self.store.put(fg_map, foreground_map_png(projections, self.generator.grid, job.params.size))
         keys = []
         for v in range(job.params.num_views):
             key = view_key(job.sha, job.params.hash, v)
@@ -123,6 +138,6 @@ class GeneratorWorker:
         basis = job.params.basis
         result = {"fg_ratio": fg_ratio, "fg_basis": "per-image" if basis == PER_IMAGE else "fitted",
                   "basis_id": basis, "noise_level": level, "noise_policy": job.params.noise,
-                  "seed": job.params.seed, "size": job.params.size, "views": keys}
+                  "seed": job.params.seed, "size": job.params.size, "views": keys, "fg_map": fg_map}
         self.store.put(meta_key(job.sha, job.params), json.dumps(result).encode())
         return json.loads(self.store.get(meta_key(job.sha, job.params)))

@@ -1,0 +1,84 @@
+"""Trainer overhead of the GenView path against plain two-view SSL, same data and model, same run.
+
+GenView: views pre-generated in the generator's store (a first pass puts them there), fetched through the
+prefetcher, quality weights from the local tiny scorer. Plain: both views from the original, no weights.
+Step rate counts everything the training loop waits for (data, scoring) plus the step itself.
+
+    python -m bench.trainer_overhead --out bench/results/trainer_overhead_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from genview.models.presets import ensure_random_unclip
+from tests.helpers import png_bytes
+from tests.procs import service_env, start_api
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def train(out: Path, env: dict, *args: str) -> list[dict]:
+    subprocess.run([sys.executable, str(REPO / "trainer" / "run.py"), "--out", str(out), *args], check=True,
+                   env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def summary(steps: list[dict]) -> dict:
+    """Steps/s over the loop's whole time per step, and the share of it spent waiting for data."""
+    total = sum(s["step_time_s"] + s["prefetch_wait_s"] + s["score_wait_s"] for s in steps)
+    return {"steps": len(steps), "steps_per_s": len(steps) / total,
+            "prefetch_wait_share": sum(s["prefetch_wait_s"] for s in steps) / total,
+            "score_wait_share": sum(s["score_wait_s"] for s in steps) / total}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="genview-trainer-bench-"))
+    for i in range(args.images):
+        folder = work / "data" / f"c{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.png").write_bytes(png_bytes(96, 80, seed=i))
+    cache = work / "cache"
+    ensure_random_unclip("tiny", cache)
+    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=str(cache),
+                      store_url=f"file://{work / 'store'}")
+    server, url = start_api("serve", env, work)
+    common = ["--data", str(work / "data"), "--method", "simclr", "--arch", "resnet18", "--image-size",
+              str(args.image_size), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+              "--workers", "1", "--device", "cpu"]
+    genview = ["--generator-url", url, "--gen-steps", "2", "--gen-size", "96"]
+    try:
+        train(work / "pregenerate", env, *common, *genview, "--no-quality", "--epochs", "1")
+        plain = train(work / "plain", env, *common, "--no-quality")
+        framework = train(work / "framework", env, *common, *genview, "--no-quality")
+        full = train(work / "genview", env, *common, *genview, "--scorer", "local")
+    finally:
+        server.stop()
+    result = {"machine": f"{platform.machine()} CPU, 2-core VM, torch {torch.__version__}",
+              "setup": f"simclr resnet18 {args.image_size}px, batch {args.batch_size}, {args.images} images, "
+                       f"{args.epochs} epochs, 1 loader worker",
+              "plain": summary(plain), "genview_no_quality": summary(framework), "genview_local_scorer": summary(full)}
+    for key in ("genview_no_quality", "genview_local_scorer"):
+        result[f"{key}_overhead"] = result["plain"]["steps_per_s"] / result[key]["steps_per_s"] - 1
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
