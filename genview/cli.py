@@ -113,6 +113,46 @@ def cmd_fit_pca(args: argparse.Namespace) -> None:
     print(f"fitted PCA basis {basis.fingerprint} on {len(paths)} images -> {settings.store_url}/{key}")
 
 
+def cmd_generate_dataset(args: argparse.Namespace) -> None:
+    from genview.basis import BasisCache
+    from genview.client import GeneratorClient
+    from genview.dataset_gen import export_official, generate_dataset, wait_for_basis
+    from genview.models.presets import encoder_id
+    from genview.store import ObjectStore
+
+    settings = get_settings()
+    client = GeneratorClient(args.generator_url, api_key=args.api_key)
+    if args.noise_policy == "adaptive" and not args.levels_from and not args.no_fit:
+        store = ObjectStore.from_settings(settings)
+        if BasisCache(store, encoder_id("generator", settings.model)).current() is None:
+            args_fit = argparse.Namespace(encoder="generator", images=args.images, num=args.fit_num, seed=args.seed,
+                                          batch_size=16, fg_fraction=None)
+            cmd_fit_pca(args_fit)
+        wait_for_basis(client, BasisCache(store, encoder_id("generator", settings.model)).fingerprint())
+    stats = generate_dataset(args.images, client, args.manifest, noise_policy=args.noise_policy,
+                             num_views=args.num_views, seed=args.seed, steps=args.steps, size=args.size,
+                             concurrency=args.concurrency, levels_from=args.levels_from)
+    print(f"{stats['submitted']} of {stats['images']} images generated in {stats['seconds']:.1f} s -> {args.manifest}")
+    if args.export_official:
+        n = export_official(args.manifest, client, args.export_official)
+        print(f"exported {n} views and fg_ratios.txt to {args.export_official}")
+
+
+def cmd_gallery(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from genview.gallery import render_grid
+    from genview.image_files import read_bytes
+    from genview.store import ObjectStore
+
+    rows = [json.loads(line) for line in Path(args.manifest).read_text().splitlines() if line.strip()][:args.limit]
+    store = ObjectStore.from_settings(get_settings())
+    grid = render_grid(rows, store, lambda row: read_bytes(f"{args.images.rstrip('/')}/{row['path']}"), args.thumb)
+    grid.save(args.out)
+    print(f"{len(rows)} images -> {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genview", description="GenView services and tools. "
                                      "Configuration comes from GENVIEW_* environment variables.")
@@ -142,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--fg-fraction", type=float, default=None, help="share of tokens that are foreground (0.4)")
     fit.set_defaults(func=cmd_fit_pca)
+
+    gen = sub.add_parser("generate-dataset", help="generate every image's views once, into a resumable manifest")
+    gen.add_argument("--images", required=True, help="folder (recursive), .txt list, or fsspec URL")
+    gen.add_argument("--generator-url", required=True)
+    gen.add_argument("--manifest", required=True, help="JSON lines, one row per image (appended, resumable)")
+    gen.add_argument("--noise-policy", default="adaptive", help="adaptive | random | constant:L")
+    gen.add_argument("--num-views", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--size", type=int, default=512)
+    gen.add_argument("--concurrency", type=int, default=8)
+    gen.add_argument("--fit-num", type=int, default=10_000, help="images sampled to fit the PCA basis")
+    gen.add_argument("--no-fit", action="store_true", help="never fit a basis (per-image fallback)")
+    gen.add_argument("--levels-from", help="fg_ratios.txt computed elsewhere: its levels are used as given")
+    gen.add_argument("--export-official", metavar="DIR", help="also write the official repository's layout")
+    gen.add_argument("--api-key", default=None)
+    gen.set_defaults(func=cmd_generate_dataset)
+
+    gallery = sub.add_parser("gallery", help="a contact sheet: original, foreground map, views, fg ratio, level")
+    gallery.add_argument("--manifest", required=True)
+    gallery.add_argument("--images", required=True, help="the folder the manifest's paths are relative to")
+    gallery.add_argument("--out", required=True, help="PNG file to write")
+    gallery.add_argument("--limit", type=int, default=32)
+    gallery.add_argument("--thumb", type=int, default=160)
+    gallery.set_defaults(func=cmd_gallery)
     return parser
 
 

@@ -18,6 +18,7 @@ from genview.store import ObjectStore
 from services.common import base_app
 from services.generator.app import QUEUE_NAME as GENERATE_QUEUE
 from services.generator.app import add_routes as add_generator_routes
+from services.generator.gallery import add_gallery_route
 from services.generator.worker import GeneratorWorker
 from services.scorer.app import QUEUE_NAME as SCORE_QUEUE
 from services.scorer.app import add_routes as add_scorer_routes
@@ -49,6 +50,7 @@ def create_embedded_app(settings: Settings, stop: threading.Event) -> FastAPI:
                             {GENERATE_QUEUE: gen_queue, SCORE_QUEUE: score_queue}, store,
                             body_limits(settings))
     add_generator_routes(app, metrics, settings, gen_queue, store)
+    add_gallery_route(app, store)
     add_scorer_routes(app, metrics, settings, score_queue, store)
     workers = [(gen_queue, GeneratorWorker(settings, unclip, gen_queue, store).handle, "generator"),
                (score_queue, ScorerWorker(pair_scorer, score_queue, store, settings.basis_refresh_s).handle, "scorer")]

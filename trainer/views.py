@@ -7,11 +7,11 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from genview.client import GeneratorClient, ServiceUnavailable
-from genview.image_files import read_bytes
+from genview.client import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,15 @@ class ViewCache:
 class ViewPrefetcher:
     """Walks the sampler's order ahead of training and gets each image's generated view into the cache.
 
+    `fetch(index)` returns the view's bytes: from the generator service, or from the store (a manifest).
     At most `lookahead` samples beyond the consumed position are requested, `concurrency` at a time.
     `wait` mode retries with backoff until the generator answers; `fallback` mode marks a view missing
     after the client's own retries, and training uses the original image instead (counted).
     """
 
-    def __init__(self, client: GeneratorClient, paths: list[str], cache: ViewCache, generate_fields: dict,
-                 lookahead: int, concurrency: int = 8, mode: str = "wait", max_backoff_s: float = 30.0):
-        self.client, self.paths, self.cache, self.fields = client, paths, cache, generate_fields
+    def __init__(self, fetch: Callable[[int], bytes], cache: ViewCache, lookahead: int, concurrency: int = 8,
+                 mode: str = "wait", max_backoff_s: float = 30.0):
+        self.fetch, self.cache = fetch, cache
         self.lookahead, self.mode, self.max_backoff_s = lookahead, mode, max_backoff_s
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="prefetch")
         self.slots = threading.Semaphore(concurrency)
@@ -101,7 +102,6 @@ class ViewPrefetcher:
     def close(self) -> None:
         self.stop_walk()
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.client.close()
 
     def _walk(self, order: list[int]) -> None:
         for position, index in enumerate(order):
@@ -120,8 +120,7 @@ class ViewPrefetcher:
             delay = 0.5
             while not self.stopping.is_set():
                 try:
-                    doc = self.client.generate(read_bytes(self.paths[index]), **self.fields)
-                    self.cache.put(index, self.client.view(doc["views"][0]["key"]))
+                    self.cache.put(index, self.fetch(index))
                     return
                 except (ServiceUnavailable, OSError) as exc:
                     if self.mode == "fallback":

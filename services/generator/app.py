@@ -16,6 +16,7 @@ from genview.queue import DONE, FAILED, Job, JobQueue, open_queue
 from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, validate_key, view_meta_key
 from services.common import ApiError, ServiceMetrics, base_app, read_json, read_upload, wait_for_job
+from services.generator.gallery import add_gallery_route
 from services.generator.jobs import GenerationParams, cache_job_id, meta_key
 
 QUEUE_NAME = "generate"
@@ -53,13 +54,20 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
     store = store or ObjectStore.from_settings(settings)
     app, metrics = base_app("generator", DESCRIPTION, settings, {QUEUE_NAME: queue}, store)
     add_routes(app, metrics, settings, queue, store)
+    add_gallery_route(app, store)
     return app
 
 
 def add_routes(app: FastAPI, metrics: ServiceMetrics, settings: Settings, queue: JobQueue,
                store: ObjectStore) -> None:
-    """`/generate`, `/jobs/{job_id}` and `/views/{key}` on `app`."""
+    """`/generate`, `/jobs/{job_id}`, `/views/{key}` and `/basis` on `app`."""
     bases = BasisCache(store, encoder_id("generator", settings.model), settings.basis_refresh_s)
+
+    @app.get("/basis", tags=["generate"])
+    async def basis():
+        """The PCA basis requests are keyed on now ('per-image' when none is fitted)."""
+        return {"encoder_id": encoder_id("generator", settings.model),
+                "basis_id": await anyio.to_thread.run_sync(bases.fingerprint)}
 
     @app.post("/generate", tags=["generate"], responses={202: {"description": "accepted, not finished yet"}})
     async def generate(

@@ -1,0 +1,103 @@
+"""Once-for-all generation of a dataset's views (paper Sect. 3.3): a resumable manifest, official-layout export."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import fsspec
+import torch
+from tqdm import tqdm
+
+from genview.client import GeneratorClient
+from genview.image_files import list_images, read_bytes
+from genview.method.noise import adaptive_noise_level
+from genview.store import sha256_hex
+
+
+def relative_paths(source: str) -> tuple[list[str], list[str]]:
+    """(full paths/URLs, paths relative to the folder) of the images under `source`."""
+    paths = list_images(source)
+    root = source.rstrip("/")
+    return paths, [p[len(root):].lstrip("/") if p.startswith(root) else p for p in paths]
+
+
+def read_manifest(path: str) -> dict[str, dict]:
+    """Rows of an existing manifest by relative path (empty if there is none)."""
+    fs, local = fsspec.core.url_to_fs(path)
+    if not fs.exists(local):
+        return {}
+    with fs.open(local, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {row["path"]: row for row in rows}
+
+
+def read_levels(path: str) -> dict[str, tuple[float, int]]:
+    """`<path> <fg_ratio>` lines (the official fg_ratios.txt) → {path: (p, adaptive level, Eq. 8)}."""
+    out = {}
+    with fsspec.open(path, "rt") as f:
+        for line in f:
+            if line.strip():
+                name, ratio = line.rsplit(maxsplit=1)
+                p = float(ratio)
+                out[name] = (p, int(adaptive_noise_level(torch.tensor([p]))[0]))
+    return out
+
+
+def wait_for_basis(client: GeneratorClient, basis_id: str, timeout_s: float = 120.0) -> None:
+    """Block until the generator keys requests on the given basis (it re-reads the store periodically)."""
+    deadline = time.monotonic() + timeout_s
+    while client.request("GET", "/basis").json()["basis_id"] != basis_id:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the generator did not pick up PCA basis {basis_id} within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: str = "adaptive",
+                     num_views: int = 1, seed: int = 0, steps: int = 20, size: int = 512, concurrency: int = 8,
+                     levels_from: str | None = None, progress: bool = True) -> dict:
+    """Request the views of every image not yet in the manifest; append one row per finished image."""
+    paths, rels = relative_paths(source)
+    done = read_manifest(manifest)
+    levels = read_levels(levels_from) if levels_from else {}
+    todo = [(p, r) for p, r in zip(paths, rels) if r not in done]
+    lock = threading.Lock()
+    policy = "auto" if noise_policy == "adaptive" else noise_policy
+
+    def one(path: str, rel: str) -> dict:
+        data = read_bytes(path)
+        level = str(levels[rel][1]) if rel in levels else policy
+        doc = client.generate(data, noise_level=level, num_views=num_views, seed=seed, steps=steps, size=size)
+        return {"path": rel, "sha256": sha256_hex(data), "fg_ratio": levels[rel][0] if rel in levels else doc["fg_ratio"],
+                "noise_level": doc["noise_level"], "views": [v["key"] for v in doc["views"]],
+                "fg_map": doc.get("fg_map"), "seed": seed, "fg_basis": doc["fg_basis"]}
+
+    start = time.perf_counter()
+    with fsspec.open(manifest, "at") as out, ThreadPoolExecutor(concurrency) as pool:
+        bar = tqdm(total=len(paths), initial=len(paths) - len(todo), unit="img", desc="generate", disable=not progress)
+        for future in as_completed([pool.submit(one, p, r) for p, r in todo]):
+            row = future.result()
+            with lock:
+                out.write(json.dumps(row) + "\n")
+                out.flush()
+            bar.update()
+        bar.close()
+    return {"images": len(paths), "submitted": len(todo), "seconds": time.perf_counter() - start}
+
+
+def export_official(manifest: str, client: GeneratorClient, out_dir: str) -> int:
+    """Write `train_variations/<path>` (first view) and `fg_ratios.txt` as the official training configs expect."""
+    rows = sorted(read_manifest(manifest).values(), key=lambda r: r["path"])
+    root = Path(out_dir)
+    for row in rows:
+        target = root / "train_variations" / row["path"]
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(client.view(row["views"][0]))
+            tmp.replace(target)
+    (root / "fg_ratios.txt").write_text("".join(f"{r['path']} {r['fg_ratio']}\n" for r in rows))
+    return len(rows)
