@@ -81,48 +81,50 @@ class MoCoV2(nn.Module):
         ema_update(self.target, self.online, self.m)
 
 
-class MoCoV3(nn.Module):
-    """MoCo v3: symmetric InfoNCE (Eq. 2) between predictor outputs and momentum keys, in-batch negatives."""
+class PredictedTarget(nn.Module):
+    """Online encoder + predictor against a momentum target whose EMA momentum rises to 1 (MoCo v3, BYOL)."""
 
-    def __init__(self, arch: str, image_size: int, recipe: Recipe, hidden: int = 4096, dim: int = 256):
+    def __init__(self, arch: str, image_size: int, recipe: Recipe, projector: list[int], last_bn: bool,
+                 hidden: int, dim: int):
         super().__init__()
         net, width = backbone(arch, image_size)
-        self.online = Encoder(net, mlp([width, hidden, hidden, dim], last_bn=True))
-        self.predictor = mlp([dim, hidden, dim], last_bn=True)
-        self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.t, self.m0, self.m = recipe.temperature, recipe.momentum, recipe.momentum
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-        q1, q2 = self.predictor(self.online(x1)), self.predictor(self.online(x2))
-        with torch.no_grad():
-            k1, k2 = self.target(x1), self.target(x2)
-        return 2 * self.t * (info_nce(q1, k2, self.t) + info_nce(q2, k1, self.t))
-
-    def after_step(self, progress: float) -> None:
-        self.m = cosine_momentum(self.m0, progress)
-        ema_update(self.target, self.online, self.m)
-
-
-class BYOL(nn.Module):
-    """BYOL: predictor regresses the momentum target, 2 − 2·cos per sample (Eq. 3), symmetrised."""
-
-    def __init__(self, arch: str, image_size: int, recipe: Recipe, hidden: int = 4096, dim: int = 256):
-        super().__init__()
-        net, width = backbone(arch, image_size)
-        self.online = Encoder(net, mlp([width, hidden, dim]))
-        self.predictor = mlp([dim, hidden, dim])
+        self.online = Encoder(net, mlp([width, *projector, dim], last_bn=last_bn))
+        self.predictor = mlp([dim, hidden, dim], last_bn=last_bn)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.m0, self.m = recipe.momentum, recipe.momentum
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    def predictions_and_targets(self, x1: torch.Tensor, x2: torch.Tensor):
+        """(p1, p2) from the online branch, (z1, z2) from the target (no gradient)."""
         p1, p2 = self.predictor(self.online(x1)), self.predictor(self.online(x2))
         with torch.no_grad():
-            z1, z2 = self.target(x1), self.target(x2)
-        return byol_loss(p1, z2) + byol_loss(p2, z1)
+            return p1, p2, self.target(x1), self.target(x2)
 
     def after_step(self, progress: float) -> None:
         self.m = cosine_momentum(self.m0, progress)
         ema_update(self.target, self.online, self.m)
+
+
+class MoCoV3(PredictedTarget):
+    """MoCo v3: symmetric InfoNCE (Eq. 2) between predictor outputs and momentum keys, in-batch negatives."""
+
+    def __init__(self, arch: str, image_size: int, recipe: Recipe, hidden: int = 4096, dim: int = 256):
+        super().__init__(arch, image_size, recipe, [hidden, hidden], True, hidden, dim)
+        self.t = recipe.temperature
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        q1, q2, k1, k2 = self.predictions_and_targets(x1, x2)
+        return 2 * self.t * (info_nce(q1, k2, self.t) + info_nce(q2, k1, self.t))
+
+
+class BYOL(PredictedTarget):
+    """BYOL: predictor regresses the momentum target, 2 − 2·cos per sample (Eq. 3), symmetrised."""
+
+    def __init__(self, arch: str, image_size: int, recipe: Recipe, hidden: int = 4096, dim: int = 256):
+        super().__init__(arch, image_size, recipe, [hidden], False, hidden, dim)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        p1, p2, z1, z2 = self.predictions_and_targets(x1, x2)
+        return byol_loss(p1, z2) + byol_loss(p2, z1)
 
 
 class SimSiam(nn.Module):
