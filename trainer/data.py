@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
@@ -87,9 +85,3 @@ class EvalDataset(Dataset):
     def __getitem__(self, index: int):
         return self.transform(decode(read_bytes(self.images.paths[index]))), self.images.labels[index]
 
-
-def to_png(tensor: torch.Tensor) -> bytes:
-    """uint8 [3, H, W] → PNG bytes (test images, benchmarks)."""
-    buf = io.BytesIO()
-    Image.fromarray(tensor.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-    return buf.getvalue()
