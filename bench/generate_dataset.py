@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 from genview.models.presets import ensure_random_unclip
 from tests.helpers import free_port, png_bytes, wait_for_port
 from tests.procs import genview_cmd, service_env, start_api, start_worker
+from bench.report import emit
 
 
 def run(env: dict, images: Path, manifest: Path, url: str) -> float:
@@ -61,9 +61,7 @@ def main() -> None:
                 p.stop()
             redis.terminate()
     result["two_over_one_worker"] = result["images_per_s_2_worker"] / result["images_per_s_1_worker"]
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

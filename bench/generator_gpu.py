@@ -3,8 +3,8 @@
 Real SD 2.1 unCLIP-H architecture with seeded random weights (no download), fp16, 768², 20 steps,
 guidance 10, output resized to 512². Both paths run in the same process on the same GPU.
 
-    python bench/generator_gpu.py --arch sd21-unclip-h-random --device cuda --out bench/results/x.json
-    python bench/generator_gpu.py --arch tiny --device cpu --images 4 --official 2   # smoke test
+    python -m bench.generator_gpu --arch sd21-unclip-h-random --device cuda --out bench/results/x.json
+    python -m bench.generator_gpu --arch tiny --device cpu --images 4 --official 2   # smoke test
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from genview.settings import Settings
 from genview.store import ObjectStore, input_key, sha256_hex
 from services.generator.jobs import GenerationParams
 from services.generator.worker import GeneratorWorker
+from bench.report import emit
 
 
 def build(arch: str, device: torch.device) -> AdaptiveUnCLIPPipeline:
@@ -123,9 +124,7 @@ def main() -> None:
         result["compiled_speedup"] = result["worker_compiled_images_per_s"] / result["official_images_per_s"]
     if device.type == "cuda":
         result["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ redis-server and a file:// store, requests with `wait=true` one at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from genview.models.presets import ensure_random_unclip
 from genview.models.unclip import UnclipGenerator
 from tests.helpers import free_port, png_bytes, wait_for_port
 from tests.procs import service_env, start_api, start_worker
+from bench.report import emit
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -119,9 +119,7 @@ def main() -> None:
         for p in procs:
             p.stop()
         redis_proc.terminate()
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from trainer.augment import eval_transform
 from trainer.data import EvalDataset, image_set
 from trainer.evaluate import extract_features, knn_accuracy
 from trainer.methods import build_method
+from bench.report import emit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,9 +70,7 @@ def main() -> None:
               "train_minutes": round(minutes, 2), "knn_top1_random_init": random_init,
               "knn_top1_after_ssl": knn[-1], "knn_top1_per_epoch": knn,
               "ratio_after_over_random": knn[-1] / random_init}
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ Both run in this process on the same encoder: the service path is a uvicorn serv
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import torch
@@ -31,6 +29,7 @@ from services.scorer.app import create_app
 from services.scorer.worker import ScorerWorker
 from services.worker_loop import run_worker
 from tests.helpers import free_port, wait_for_port
+from bench.report import emit
 
 
 def sync() -> None:
@@ -105,9 +104,7 @@ def main() -> None:
     result["in_process_fitted_basis_pairs_per_s"] = in_process(scorer, pairs, args.requests, basis)
     result["service_pairs_per_s"] = through_service(scorer, pairs, args.requests, args.concurrency)
     result["service_over_in_process"] = result["service_pairs_per_s"] / result["in_process_pairs_per_s"]
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 from genview.models.presets import ensure_random_unclip
 from tests.helpers import png_bytes
 from tests.procs import service_env, start_api
+from bench.report import emit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,9 +76,7 @@ def main() -> None:
               "plain": summary(plain), "genview_no_quality": summary(framework), "genview_local_scorer": summary(full)}
     for key in ("genview_no_quality", "genview_local_scorer"):
         result[f"{key}_overhead"] = result["plain"]["steps_per_s"] / result[key]["steps_per_s"] - 1
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, png_bytes
-from tests.procs import Proc, service_env, start_api, start_worker
+from tests.helpers import png_bytes
+from tests.procs import service_env, start_api, start_worker
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["--method", "simclr", "--arch", "resnet18", "--image-size", "32", "--batch-size", "8",
