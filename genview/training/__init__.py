@@ -1,0 +1,1 @@
+"""Training-side library: where generated views come from, the pair dataset (Eq. 6) and quality weights."""

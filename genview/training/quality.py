@@ -1,0 +1,68 @@
+"""Quality scores q and weights w (Eq. 12–13) of the trainer's uint8 pairs: a scorer service or in-process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from genview.basis import BasisCache, save_basis
+from genview.client import ScorerClient
+from genview.method.quality import quality_weights
+from genview.models.scorer_encoder import ScorerEncoder
+from genview.pca_fit import fit_basis, sample_paths
+from genview.scoring import PairScorer
+from genview.store import ObjectStore
+from genview.training.views import ready_check
+
+log = logging.getLogger(__name__)
+
+
+def to_pairs(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """Augmented uint8 batches [B, 3, H, W] ×2 → the scorer's pairs [B, 2, H, W, 3]."""
+    return torch.stack([x1, x2], 1).permute(0, 1, 3, 4, 2).contiguous()
+
+
+class QualityScorer:
+    """q [B] of (original crop, generated crop) pairs: `ScorerClient` (service) or `PairScorer` (local)."""
+
+    def __init__(self, client: ScorerClient | None = None, local: PairScorer | None = None, basis=None):
+        if (client is None) == (local is None):
+            raise ValueError("QualityScorer needs exactly one of a scorer client or a local PairScorer")
+        self.client, self.local, self.basis = client, local, basis
+
+    @classmethod
+    def service(cls, url: str, api_key: str | None = None) -> QualityScorer:
+        """Score through the scorer service at `url` (checked with `/readyz`: SourceNotReady if not ready)."""
+        client = ScorerClient(url, api_key=api_key)
+        ready_check(client, "scorer", url)
+        return cls(client=client)
+
+    @classmethod
+    def in_process(cls, encoder: ScorerEncoder, store: ObjectStore, fit_paths: Sequence[str], fit_num: int = 256,
+                   fg_fraction: float | None = None, seed: int = 0) -> QualityScorer:
+        """Score here with the encoder's stored basis; without one, fit it on a sample of the training images."""
+        basis = BasisCache(store, encoder.encoder_id).current()
+        if basis is None:
+            sample = sample_paths(fit_paths, fit_num, seed)
+            log.info("no scorer PCA basis for %s: fitting one on %d training images", encoder.encoder_id, len(sample))
+            extra = {} if fg_fraction is None else {"fg_fraction": fg_fraction}
+            basis = fit_basis(sample, encoder.tokens, encoder.dim, encoder.grid, progress=False, **extra)
+            save_basis(store, encoder.encoder_id, basis)
+        return cls(local=PairScorer(encoder), basis=basis)
+
+    def q(self, pairs: torch.Tensor) -> torch.Tensor:
+        """Quality scores q [B] (Eq. 12) of uint8 pairs [B, 2, H, W, 3]."""
+        if self.client is not None:
+            return torch.tensor(self.client.score_batch(pairs)["q"])
+        return self.local.score(pairs, self.basis).q
+
+    def weights(self, pairs: torch.Tensor, gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, w = n·softmax(γq)) of one batch of pairs (Eq. 13)."""
+        q = self.q(pairs)
+        return q, quality_weights(q, gamma)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
