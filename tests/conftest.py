@@ -1,4 +1,7 @@
-"""Shared fixtures: a private redis-server and a moto S3 server, both real network services."""
+"""Shared fixtures: a private redis-server and a moto S3 server, both real network services.
+
+The session fails if any child process of pytest outlives it (see `pytest_sessionfinish`).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,50 @@ import subprocess
 import sys
 import uuid
 
+import psutil
 import pytest
 import redis
 
 from tests.helpers import free_port, wait_for_port
+from tests.procs import stop_all
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_module_procs():
+    """After each test module (and its fixtures), stop the `Proc`s it left running."""
+    yield
+    stop_all()
+
+
+def surviving_children() -> list[psutil.Process]:
+    """Live (not zombie) descendants of this process."""
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when a test left a process behind (after all fixtures are torn down); kill it."""
+    leaked = surviving_children()
+    if not leaked:
+        return
+    lines = []
+    for child in leaked:
+        try:
+            lines.append(f"  pid {child.pid}: {' '.join(child.cmdline())[:200]}")
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if lines:
+        session.config.get_terminal_writer().line(
+            "LEAKED PROCESSES: the test session left these children running (now killed):\n" + "\n".join(lines),
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

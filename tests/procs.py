@@ -15,12 +15,19 @@ from tests.helpers import free_port
 
 
 class Proc:
-    """A child process with its output in a log file (shown when a wait fails)."""
+    """A child process with its output in a log file (shown when a wait fails).
+
+    Every Proc is remembered until stopped: `stop_all()` (called by tests/conftest.py after each test
+    module) stops the ones a test replaced or forgot, so none outlives its module.
+    """
+
+    live: set[Proc] = set()
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log = log
         self._log_file = open(log, "wb")
         self.popen = subprocess.Popen(args, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+        Proc.live.add(self)
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:]
@@ -31,8 +38,20 @@ class Proc:
             self.popen.wait(30)
 
     def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-        self._log_file.close()
+        """SIGTERM (a clean shutdown), SIGKILL if that takes over 30 s."""
+        try:
+            self.kill(signal.SIGTERM)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        finally:
+            self._log_file.close()
+            Proc.live.discard(self)
+
+
+def stop_all() -> None:
+    """Stop every Proc still running (SIGTERM, then the 30 s wait of `Proc.kill`)."""
+    for proc in list(Proc.live):
+        proc.stop()
 
 
 def genview_cmd(*args: str) -> list[str]:
