@@ -1,4 +1,11 @@
-"""The loop every worker runs: claim a micro-batch, hand it to a handler, repeat until stopped."""
+"""The loop every worker runs: claim a micro-batch, hand it to a handler, repeat until stopped.
+
+Batching is adaptive: a worker with nothing in flight starts at once with whatever jobs are there;
+while its handler is busy it collects the next batch (up to `max_batch`), handed over the moment the
+handler is free. Every job the worker holds, running or collected, keeps its lease: a heartbeat
+extends it every third of the queue's visibility timeout, so a long job is never redelivered while
+its worker lives. No backend outage ends the loop: it logs, waits and resumes.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,14 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 
 from genview.queue import Delivery, JobQueue
 
 log = logging.getLogger(__name__)
+OUTAGE_RETRY_S = 1.0  # pause before claiming again after the queue backend failed
 
 
 def consumer_name(role: str) -> str:
@@ -19,40 +28,97 @@ def consumer_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
 
 
-def claim_batch(queue: JobQueue, consumer: str, max_batch: int, max_wait_ms: int,
-                idle_block_ms: int = 1000) -> list[Delivery]:
-    """Block until at least one job is there, then keep claiming for up to `max_wait_ms` to fill the batch."""
-    batch = queue.claim(consumer, max_batch, idle_block_ms)
-    if not batch:
+class Leases:
+    """The deliveries a worker holds, kept alive by a heartbeat thread every `visibility / 3`."""
+
+    def __init__(self, queue: JobQueue):
+        self._queue = queue
+        self._held: dict[str, Delivery] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+        self._thread.start()
+
+    def hold(self, batch: list[Delivery]) -> list[Delivery]:
+        with self._lock:
+            self._held.update((d.token, d) for d in batch)
         return batch
-    deadline = time.monotonic() + max_wait_ms / 1000
-    while len(batch) < max_batch:
-        left_ms = int((deadline - time.monotonic()) * 1000)
-        if left_ms <= 0:
-            break
-        more = queue.claim(consumer, max_batch - len(batch), left_ms)
-        if not more:
-            break
-        batch.extend(more)
-    return batch
+
+    def release(self, batch: list[Delivery]) -> None:
+        with self._lock:
+            for d in batch:
+                self._held.pop(d.token, None)
+
+    def _beat(self) -> None:
+        while not self._closed.wait(self._queue.visibility_timeout_s / 3):
+            with self._lock:
+                held = list(self._held.values())
+            try:
+                self._queue.extend(held)
+            except Exception:  # an outage: the leases run out, and the jobs are redelivered if it lasts
+                log.warning("could not extend the leases of %d jobs", len(held), exc_info=True)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+
+
+def handle_safely(queue: JobQueue, handle: Callable[[list[Delivery]], None], batch: list[Delivery]) -> None:
+    """Run `handle`; if it raises, fail (retry) each delivery. Never raises, even with the queue down."""
+    try:
+        handle(batch)
+    except Exception as exc:  # a handler bug must not lose the batch
+        log.exception("handler failed on a batch of %d", len(batch))
+        for delivery in batch:
+            try:
+                queue.fail(delivery, f"{type(exc).__name__}: {exc}")
+            except Exception:  # the queue is down too: the job is redelivered once its lease runs out
+                log.exception("could not record the failure of job %s", delivery.job_id)
 
 
 def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consumer: str, max_batch: int,
                max_wait_ms: int, stop: threading.Event, idle_block_ms: int = 1000) -> None:
-    """Serve jobs until `stop` is set. `handle` completes or fails every delivery it is given."""
-    log.info("worker %s serving (batch %d, wait %d ms)", consumer, max_batch, max_wait_ms)
-    while not stop.is_set():
-        try:
-            batch = claim_batch(queue, consumer, max_batch, max_wait_ms, idle_block_ms)
-        except Exception:  # the queue backend is down: wait and retry, never exit
-            log.exception("claiming jobs failed; retrying in 1 s")
-            stop.wait(1.0)
-            continue
-        if not batch:
-            continue
-        try:
-            handle(batch)
-        except Exception as exc:  # a handler bug must not lose the batch: fail (retry) each job
-            log.exception("handler failed on a batch of %d", len(batch))
-            for delivery in batch:
-                queue.fail(delivery, f"{type(exc).__name__}: {exc}")
+    """Serve jobs until `stop` is set, then finish the jobs held. `handle` completes or fails every
+    delivery it is given; `max_wait_ms` is how often a busy worker looks for more jobs (0: it does not)."""
+    log.info("worker %s serving (batch %d, refill every %d ms)", consumer, max_batch, max_wait_ms)
+    leases = Leases(queue)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="handler")
+
+    def start(batch: list[Delivery]) -> Future:
+        def run() -> None:
+            try:
+                handle_safely(queue, handle, batch)
+            finally:
+                leases.release(batch)
+        return pool.submit(run)
+
+    running: Future | None = None
+    collected: list[Delivery] = []
+    try:
+        while True:
+            busy = running is not None and not running.done()
+            if collected and not busy:
+                running, collected = start(collected), []
+                continue
+            if stop.is_set():
+                break
+            try:
+                if not busy:  # nothing in flight: take what is there (waiting for the first job) and start
+                    collected = leases.hold(queue.claim(consumer, max_batch, idle_block_ms))
+                elif len(collected) < max_batch and max_wait_ms > 0:
+                    more = leases.hold(queue.claim(consumer, max_batch - len(collected), 0))
+                    collected += more
+                    if not more:
+                        wait_for([running], max_wait_ms / 1000)
+                else:
+                    wait_for([running])
+            except Exception:  # the queue backend is down: wait and retry, never exit
+                log.exception("claiming jobs failed; retrying in %.0f s", OUTAGE_RETRY_S)
+                stop.wait(OUTAGE_RETRY_S)
+        if running is not None:
+            wait_for([running])
+        if collected:
+            start(collected).result()
+    finally:
+        pool.shutdown(wait=True)
+        leases.close()

@@ -8,7 +8,8 @@ import time
 import pytest
 import redis
 
-from genview.queue import DONE, FAILED, QUEUED, RUNNING, MemoryJobQueue, RedisJobQueue, open_queue
+from genview.queue import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, MemoryJobQueue, QueueUnavailable, RedisJobQueue,
+                           open_queue, retry_delay_s)
 from genview.settings import Settings
 
 VISIBILITY_S = 0.3
@@ -21,7 +22,7 @@ def make_queue(request):
     url = request.getfixturevalue("fresh_redis_url") if request.param == "redis" else None
 
     def make(name: str = "jobs", **kw):
-        kw = {"visibility_timeout_s": VISIBILITY_S, "max_deliveries": 3, **kw}
+        kw = {"visibility_timeout_s": VISIBILITY_S, "max_deliveries": 3, "retry_backoff_s": 0, **kw}
         if request.param == "redis":
             q = RedisJobQueue(url, name, **kw)
         else:
@@ -215,10 +216,148 @@ def test_open_queue(fresh_redis_url):
     assert isinstance(q, MemoryJobQueue)
     assert open_queue(s, "contract-open") is q
     assert open_queue(s, "contract-other") is not q
-    rq = open_queue(Settings(redis_url=fresh_redis_url, max_deliveries=5), "contract-open")
+    rq = open_queue(Settings(redis_url=fresh_redis_url, max_deliveries=5, retry_backoff_s=2), "contract-open")
     try:
         assert isinstance(rq, RedisJobQueue)
-        assert rq.max_deliveries == 5
+        assert (rq.max_deliveries, rq.retry_backoff_s) == (5, 2)
         rq.ping()
     finally:
         rq.close()
+
+
+# --- leases, backoff, cancellation, dead letters, notification -----------------------------------------
+
+def test_extend_keeps_the_lease_and_never_steals_a_reclaimed_job(queue):
+    job_id, _ = queue.submit({"x": 1})
+    [held] = queue.claim("a", count=1, block_ms=100)
+    for _ in range(4):  # 4 × VISIBILITY_S / 2: well past the timeout, but extended all along
+        time.sleep(VISIBILITY_S / 2)
+        assert queue.extend([held]) == 1
+        assert queue.claim("b", count=1, block_ms=0) == []
+    time.sleep(VISIBILITY_S + 0.1)  # the holder stops extending (it died): the job is reclaimed
+    [taken] = queue.claim("b", count=1, block_ms=100)
+    assert taken.deliveries == 2
+    assert queue.extend([held]) == 0  # the old holder's heartbeat does not take it back
+    time.sleep(VISIBILITY_S + 0.1)
+    assert queue.extend([taken]) == 1
+    queue.complete(taken, {"by": "b"})
+    assert queue.extend([taken]) == 0 and queue.extend([]) == 0
+    assert queue.get(job_id).status == DONE and queue.get(job_id).deliveries == 2
+
+
+def test_retry_delay_doubles_and_is_capped():
+    assert [retry_delay_s(n, 1.5) for n in (0, 1, 2, 3)] == [0, 1.5, 3.0, 6.0]
+    assert retry_delay_s(40, 1.0) == 300 and retry_delay_s(3, 0) == 0
+
+
+def test_failed_job_waits_out_its_backoff(make_queue):
+    queue = make_queue(retry_backoff_s=0.4, max_deliveries=3)
+    job_id, _ = queue.submit({"x": 1})
+    [d] = queue.claim("w", count=1, block_ms=100)
+    failed_at = time.monotonic()
+    assert queue.fail(d, "transient") is False
+    assert queue.depth() == 1 and queue.get(job_id).status == QUEUED
+    assert queue.claim("w", count=1, block_ms=0) == []  # not before the backoff is over
+    [d] = queue.claim("w", count=1, block_ms=3000)
+    assert d.deliveries == 2 and 0.4 <= time.monotonic() - failed_at < 1.6
+    queue.fail(d, "transient")
+    failed_at = time.monotonic()
+    [d] = queue.claim("w", count=1, block_ms=3000)  # second failure: twice as long
+    assert d.deliveries == 3 and 0.8 <= time.monotonic() - failed_at < 2.4
+    queue.complete(d, {"ok": 1})
+    assert queue.depth() == 0
+
+
+def test_cancel_only_queued_jobs(queue):
+    waiting, _ = queue.submit({"i": 0}, dedup_key="k")
+    started, _ = queue.submit({"i": 1})
+    retrying, _ = queue.submit({"i": 2})
+    assert queue.cancel(waiting) is True
+    assert queue.depth() == 2
+    got = {d.job_id: d for d in queue.claim("w", count=10, block_ms=100)}
+    assert set(got) == {started, retrying}  # the cancelled job is never delivered
+    assert queue.cancel(started) is False and queue.get(started).status == RUNNING
+    queue.fail(got[retrying], "boom")
+    assert queue.cancel(retrying) is True  # a job waiting for its retry is still queued
+    queue.complete(got[started], {"ok": 1})
+    assert queue.cancel(started) is False and queue.cancel(waiting) is False and queue.cancel("0" * 32) is False
+    job = queue.get(waiting)
+    assert (job.status, job.deliveries) == (CANCELLED, 0) and job.error
+    assert queue.get(retrying).status == CANCELLED
+    assert queue.claim("w", count=10, block_ms=50) == []
+    assert queue.depth() == 0
+    assert queue.submit({"i": 0}, dedup_key="k")[1]  # a cancelled job is not reused
+
+
+def test_failed_lists_dead_letters_newest_first(queue):
+    ok, _ = queue.submit({"i": 0})
+    dead = []
+    for i in (1, 2):
+        job_id, _ = queue.submit({"i": i})
+        for _ in range(3):
+            [d] = [d for d in queue.claim("w", count=10, block_ms=100) if d.job_id == job_id] or [None]
+            if d.payload["i"] == i:
+                queue.fail(d, f"boom {i}")
+        dead.append(job_id)
+        time.sleep(0.01)
+    listed = queue.failed(limit=10)
+    assert [j.job_id for j in listed] == dead[::-1]
+    assert [j.error for j in listed] == ["boom 2", "boom 1"]
+    assert [j.job_id for j in queue.failed(limit=1)] == [dead[1]]
+    assert ok not in {j.job_id for j in listed}
+
+
+def test_wait_wakes_when_the_job_finishes(queue):
+    job_id, _ = queue.submit({"x": 1})
+    [d] = queue.claim("w", count=1, block_ms=100)
+    threading.Timer(0.3, queue.complete, args=(d, {"ok": True})).start()
+    start = time.monotonic()
+    job = queue.wait(job_id, timeout_s=10)
+    assert (job.status, job.result) == (DONE, {"ok": True})
+    assert time.monotonic() - start < 2  # woken by the notification, not the 10 s timeout
+
+    other, _ = queue.submit({"x": 2})
+    start = time.monotonic()
+    assert queue.wait(other, timeout_s=0.3).status == QUEUED  # timed out: the job as it is
+    assert 0.25 <= time.monotonic() - start < 3
+    assert queue.wait("0" * 32, timeout_s=5) is None
+    assert queue.wait(job_id, timeout_s=5).status == DONE  # already finished: at once
+
+
+def test_wait_wakes_on_failure_and_cancel(make_queue):
+    queue = make_queue(max_deliveries=1)
+    doomed, _ = queue.submit({"x": 1})
+    [d] = queue.claim("w", count=1, block_ms=100)
+    dropped, _ = queue.submit({"x": 2})
+    threading.Timer(0.2, queue.fail, args=(d, "fatal")).start()
+    threading.Timer(0.2, queue.cancel, args=(dropped,)).start()
+    start = time.monotonic()
+    assert queue.wait(doomed, timeout_s=10).status == FAILED
+    assert queue.wait(dropped, timeout_s=10).status == CANCELLED
+    assert time.monotonic() - start < 2
+
+
+def test_many_waiters_on_one_job(queue):
+    job_id, _ = queue.submit({"x": 1})
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(queue.wait(job_id, 10).status)) for _ in range(5)]
+    for t in waiters:
+        t.start()
+    [d] = queue.claim("w", count=1, block_ms=100)
+    queue.complete(d, {})
+    for t in waiters:
+        t.join(15)
+    assert results == [DONE] * 5
+
+
+def test_redis_down_raises_queue_unavailable():
+    from tests.helpers import free_port
+
+    queue = RedisJobQueue(f"redis://127.0.0.1:{free_port()}/0", "down")  # nothing listens there
+    try:
+        for call in (queue.ping, queue.depth, lambda: queue.submit({}), lambda: queue.get("x"),
+                     lambda: queue.claim("w", 1, 0), lambda: queue.wait("x", 0.1), lambda: queue.failed()):
+            with pytest.raises(QueueUnavailable):
+                call()
+    finally:
+        queue.close()
