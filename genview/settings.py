@@ -25,6 +25,7 @@ class Settings(BaseSettings):
 
     visibility_timeout_s: float = Field(300.0, gt=0, description="reclaim a job unacked this long")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job is failed")
+    retry_backoff_s: float = Field(1.0, ge=0, description="backoff before retrying a failed job (doubles per failure)")
     job_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="lifetime of job state")
     max_batch_size: int = Field(8, ge=1, description="worker micro-batch size (images)")
     max_batch_wait_ms: int = Field(50, ge=0, description="worker waits this long to fill a batch")
