@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from genview.method.foreground import PCABasis
+from genview.method.pca import PCABasis
 from genview.store import ObjectNotFound, ObjectStore, pca_key
 
 PER_IMAGE = "per-image"

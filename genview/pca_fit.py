@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from genview.image_files import read_bytes
 from genview.images import load_rgb
-from genview.method.foreground import PCABasis, PCAFitter
+from genview.method.pca import FG_FRACTION, PCABasis, PCAFitter
 
 
 def sample_paths(paths: Sequence[str], num: int, seed: int = 0) -> list[str]:
@@ -21,7 +21,7 @@ def sample_paths(paths: Sequence[str], num: int, seed: int = 0) -> list[str]:
 
 
 def fit_basis(paths: Sequence[str], encode_tokens: Callable[[list[Image.Image]], torch.Tensor], dim: int,
-              grid: int, fg_fraction: float = 0.4, batch_size: int = 16, max_pixels: int = 40_000_000,
+              grid: int, fg_fraction: float = FG_FRACTION, batch_size: int = 16, max_pixels: int = 40_000_000,
               progress: bool = True) -> PCABasis:
     """Stream the images through `encode_tokens` (→ [B, grid², dim]) into one PCA fit."""
     fitter = PCAFitter(dim, grid)

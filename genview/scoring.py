@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from genview.method.foreground import PCABasis, per_image_projections
+from genview.method.pca import PCABasis, per_image_projections
 from genview.method.quality import PairQuality, score_pairs
 from genview.models.scorer_encoder import ScorerEncoder
 

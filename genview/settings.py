@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from genview.method.pca import FG_FRACTION
+
+
+def package_version() -> str:
+    """The installed genview version (what `genview --version` and every start-up line say)."""
+    try:
+        return version("genview")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+
+def default_store_url() -> str:
+    """The per-user data folder, whatever the working directory: $XDG_DATA_HOME/genview or ~/.local/share/genview."""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return "file://" + os.path.join(data_home, "genview")
 
 class Settings(BaseSettings):
     """One settings class for every service, worker and CLI command."""
@@ -14,14 +33,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GENVIEW_", extra="ignore")
 
     redis_url: str | None = Field(None, description="Redis URL; unset → embedded in-memory queue")
-    store_url: str = Field("file://./genview-data", description="object store: file://, s3://, memory://")
+    store_url: str = Field(default_factory=default_store_url,
+                           description="object store: file://, s3://, memory://; default: the per-user data folder")
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, moto)")
     model: str = Field("sd21-unclip-h", description="generator preset name, hub id or folder")
     scorer_model: str = Field("convnext-base-w", description="scorer preset name or folder")
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 …")
     model_cache: str = Field("~/.cache/genview", description="where tiny presets are written")
     compile: bool = Field(False, description="torch.compile the UNet on CUDA (slow first batch, faster after)")
-    api_keys: str = Field("", description="comma-separated API keys; empty → no auth")
+    api_keys: str = Field("", description="comma-separated API keys, each a tenant; empty → no auth")
+    metrics_key: str = Field("", description="key for /metrics (Bearer or X-API-Key); empty → /metrics is open")
+    public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")
+    max_queue_depth: int = Field(0, ge=0, description="answer 429 while the queue holds this many jobs (0: off)")
+    access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")
 
     visibility_timeout_s: float = Field(300.0, gt=0, description="reclaim a job unacked this long")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job is failed")
@@ -39,7 +63,10 @@ class Settings(BaseSettings):
     score_timeout_s: float = Field(120.0, gt=0, description="how long /score waits before answering 202")
 
     basis_refresh_s: float = Field(10.0, ge=0, description="how often services re-read the PCA basis")
-    fg_fraction: float = Field(0.4, gt=0, lt=1, description="foreground share of tokens for PCA threshold")
+    fg_fraction: float = Field(FG_FRACTION, gt=0, lt=1, description="foreground share of tokens for PCA threshold")
+    view_format: Literal["png", "webp", "jpeg"] = Field("png", description="encoding of stored views")
+    view_quality: int = Field(95, ge=1, le=100, description="quality of webp/jpeg views")
+    encode_threads: int = Field(4, ge=1, description="generator worker threads for decoding, encoding and storing")
 
     @property
     def api_key_set(self) -> frozenset[str]:

@@ -8,14 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
-from genview.method.foreground import (
+from genview.method.foreground import foreground_mask, foreground_proportion, foreground_proportion_per_image
+from genview.method.pca import (
     PCABasis,
     PCAFitter,
     centre_border_masks,
     fit_pca_basis,
-    foreground_mask,
-    foreground_proportion,
-    foreground_proportion_per_image,
     orientation_sign,
     per_image_projections,
 )

@@ -109,3 +109,12 @@ def test_random_levels_are_seeded_per_sample():
     # A sample's level depends on its own seed only, not on its batch neighbours.
     assert noise_levels(policy, None, [seeds[37]]).tolist() == [levels[37].item()]
     assert noise_levels(policy, None, [99, 37, 5]).tolist() == levels[[99, 37, 5]].tolist()
+
+
+def test_per_image_adaptive_is_asked_for_by_name():
+    policy = parse_noise_policy("auto:per-image")
+    assert policy == NoisePolicy("adaptive", per_image=True) and policy.spec == "adaptive:per-image"
+    assert parse_noise_policy(policy.spec) == policy and policy.needs_foreground
+    assert not parse_noise_policy("auto").per_image
+    with pytest.raises(ValueError):
+        NoisePolicy("random", per_image=True)

@@ -77,3 +77,15 @@ def test_one_batch_with_different_levels_equals_separate_calls(generator):
         assert diff.max() <= 2  # same sample up to float rounding of batched kernels
     assert np.abs(np.asarray(together[0], dtype=int) - np.asarray(
         generator.generate(enc.embeds[:1], torch.tensor([400]), [5], [""], steps=2)[0], dtype=int)).max() > 2
+
+
+def test_foreground_tokens_are_the_post_layernorm_patch_tokens(generator):
+    """Eq. 7 tokens: `post_layernorm(last_hidden_state[:, 1:])`, as open_clip's ln_post in the official code."""
+    images = _images(2)
+    encoder = generator.pipe.image_encoder
+    pixels = generator.pipe.feature_extractor(images=images, return_tensors="pt").pixel_values
+    hidden = encoder.vision_model(pixels).last_hidden_state[:, 1:]
+    expected = encoder.vision_model.post_layernorm(hidden)
+    tokens = generator.encode(images).tokens
+    torch.testing.assert_close(tokens, expected)
+    assert not torch.allclose(tokens, hidden, atol=1e-3)  # the LayerNorm really changes them

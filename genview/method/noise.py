@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ LEVELS: tuple[int, ...] = (0, 100, 200, 300, 400)
 # The unCLIP noising scheduler has 1000 train timesteps, so valid levels are 0..999.
 MAX_NOISE_LEVEL = 999
 POLICY_KINDS = ("adaptive", "constant", "random")
+PER_IMAGE_SUFFIX = ":per-image"  # 'auto:per-image': adaptive with each image's own PCA (no fitted basis)
 
 
 def adaptive_noise_level(p: Tensor) -> Tensor:
@@ -38,11 +40,14 @@ class NoisePolicy:
 
     kind: str
     level: int | None = None
+    per_image: bool = False  # adaptive only: p from the image's own PCA, asked for by name
 
     def __post_init__(self) -> None:
         """Reject unknown kinds and levels that do not fit the kind."""
         if self.kind not in POLICY_KINDS:
             raise ValueError(f"noise policy kind must be one of {POLICY_KINDS}, got {self.kind!r}")
+        if self.per_image and self.kind != "adaptive":
+            raise ValueError("only the adaptive noise policy has a per-image variant")
         if self.kind == "constant":
             check_level(self.level)
         elif self.level is not None:
@@ -50,8 +55,10 @@ class NoisePolicy:
 
     @property
     def spec(self) -> str:
-        """Canonical text: 'adaptive', 'constant:L' or 'random'."""
-        return f"constant:{self.level}" if self.kind == "constant" else self.kind
+        """Canonical text: 'adaptive', 'adaptive:per-image', 'constant:L' or 'random'."""
+        if self.kind == "constant":
+            return f"constant:{self.level}"
+        return self.kind + (PER_IMAGE_SUFFIX if self.per_image else "")
 
     @property
     def needs_foreground(self) -> bool:
@@ -67,7 +74,11 @@ def parse_level(text: str) -> int:
 
 
 def parse_noise_policy(spec: str | int) -> NoisePolicy:
-    """Policy from 'auto'/'adaptive', 'random', 'constant:L', or an explicit level L (int or digits)."""
+    """Policy from 'auto'/'adaptive', 'auto:per-image', 'random', 'constant:L', or a level L (int or digits).
+
+    The one parser of noise policies: the generator API, `generate-dataset` and the trainer's
+    `--noise-policy` all call it.
+    """
     if isinstance(spec, int) and not isinstance(spec, bool):
         return NoisePolicy("constant", check_level(spec))
     if not isinstance(spec, str):
@@ -75,6 +86,8 @@ def parse_noise_policy(spec: str | int) -> NoisePolicy:
     text = spec.strip().lower()
     if text in ("auto", "adaptive"):
         return NoisePolicy("adaptive")
+    if text in ("auto" + PER_IMAGE_SUFFIX, "adaptive" + PER_IMAGE_SUFFIX):
+        return NoisePolicy("adaptive", per_image=True)
     if text == "random":
         return NoisePolicy("random")
     if text.startswith("constant:"):
@@ -82,9 +95,25 @@ def parse_noise_policy(spec: str | int) -> NoisePolicy:
     if text.isascii() and text.isdigit():
         return NoisePolicy("constant", parse_level(text))
     raise ValueError(
-        f"unknown noise policy {spec!r}: use 'adaptive' (or 'auto'), 'random', 'constant:L' "
+        f"unknown noise policy {spec!r}: use 'adaptive' (or 'auto'), 'auto:per-image', 'random', 'constant:L' "
         f"or a level L in 0..{MAX_NOISE_LEVEL}"
     )
+
+
+def _derived_seed(sha: str, request_seed: int, tag: str) -> int:
+    """A 63-bit seed from the input's SHA-256, the request seed and a tag."""
+    digest = hashlib.sha256(f"{sha}:{int(request_seed)}:{tag}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def view_seed(sha: str, request_seed: int, view_index: int) -> int:
+    """The seed of one generated view (embedding noise and initial latents): differs per image and per view."""
+    return _derived_seed(sha, request_seed, f"view{int(view_index)}")
+
+
+def level_seed(sha: str, request_seed: int) -> int:
+    """The seed of the `random` policy's level draw for one image (one draw per image)."""
+    return _derived_seed(sha, request_seed, "level")
 
 
 def random_noise_level(seed: int) -> int:

@@ -99,10 +99,16 @@ class UnclipGenerator:
 
     @torch.no_grad()
     def encode(self, images: list[Image.Image]) -> EncodedImages:
-        """One encoder pass: image embeddings for conditioning and the patch tokens for Eq. 7."""
+        """One encoder pass: image embeddings for conditioning and the patch tokens for Eq. 7.
+
+        The tokens are the patch tokens after the vision model's final LayerNorm (open_clip's `ln_post`,
+        as the official code uses them; transformers applies `post_layernorm` to the pooled token only).
+        """
         pixels = self.pipe.feature_extractor(images=images, return_tensors="pt").pixel_values
-        out = self.pipe.image_encoder(pixels.to(self.device, self.pipe.image_encoder.dtype))
-        return EncodedImages(embeds=out.image_embeds, tokens=out.last_hidden_state[:, 1:].float(), grid=self.grid)
+        encoder = self.pipe.image_encoder
+        out = encoder(pixels.to(self.device, encoder.dtype))
+        tokens = encoder.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
+        return EncodedImages(embeds=out.image_embeds, tokens=tokens.float(), grid=self.grid)
 
     @torch.no_grad()
     def generate(self, embeds: torch.Tensor, levels: torch.Tensor, seeds: list[int], prompts: list[str],

@@ -1,44 +1,11 @@
-"""The generation job: parameters, cache identity, and the result document (shared by API and worker)."""
+"""Store keys and job ids of a generation job (the parameters themselves are genview.schemas.GenerationParams)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from genview.schemas import GenerationParams
+from genview.store import view_meta_key, validate_key
 
-from genview.method.noise import NoisePolicy, parse_noise_policy
-from genview.store import params_hash, view_meta_key
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Everything that determines the generated views of one input image."""
-
-    model: str
-    noise: str  # canonical noise policy spec
-    basis: str  # PCA basis fingerprint, or 'per-image'
-    num_views: int = 1
-    seed: int = 0
-    steps: int = 20
-    guidance_scale: float = 10.0
-    prompt: str = ""
-    size: int = 512
-
-    @property
-    def policy(self) -> NoisePolicy:
-        return parse_noise_policy(self.noise)
-
-    @property
-    def hash(self) -> str:
-        """Cache identity of these parameters (part of every view key)."""
-        return params_hash(asdict(self))
-
-    def to_payload(self, sha: str) -> dict:
-        """The queue payload of a job for input `sha`."""
-        return {"sha": sha, "params": asdict(self)}
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> tuple[str, GenerationParams]:
-        """Inverse of to_payload."""
-        return payload["sha"], cls(**payload["params"])
+__all__ = ["GenerationParams", "cache_job_id", "fg_map_key", "meta_key"]  # GenerationParams: re-export until app.py imports genview.schemas
 
 
 def meta_key(sha: str, params: GenerationParams) -> str:
@@ -48,7 +15,7 @@ def meta_key(sha: str, params: GenerationParams) -> str:
 
 def fg_map_key(sha: str, params: GenerationParams) -> str:
     """Where the foreground map of (input, params) lives (a PNG, served by /views like the views)."""
-    return f"views/{sha}/{params.hash}/fg.png"
+    return validate_key(f"views/{sha}/{params.hash}/fg.png")
 
 
 def cache_job_id(sha: str, params: GenerationParams) -> str:
