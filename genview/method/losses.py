@@ -10,16 +10,17 @@ Which loss each method uses (the caller symmetrises over the two views where the
 
 - MoCo v2: ``info_nce(q, k, t, queue)`` (negatives from the key queue); k from the momentum encoder.
 - MoCo v3: ``info_nce(q1, k2, t) + info_nce(q2, k1, t)`` with in-batch negatives (the official code
-  also multiplies by 2t).
-- SimCLR: ``nt_xent(z1, z2, t)`` (InfoNCE over the 2B embeddings of the batch).
+  also multiplies by 2t); across ranks the keys of the global batch (``all_keys``, ``offset``).
+- SimCLR: ``nt_xent(z1, z2, t)`` (InfoNCE over the 2N embeddings of the global batch).
 - SimSiam: ``0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)`` (-cos form).
 - BYOL: ``byol_loss(p1, z2') + byol_loss(p2, z1')`` (2 - 2cos form, z' from the target network).
-- SwAV: ``swav_loss(scores1, scores2)`` with Sinkhorn-Knopp codes (2 global views).
+- SwAV: ``swav_loss(scores1, scores2)`` with Sinkhorn-Knopp codes (2 global views);
+  ``swapped_prediction(scores, codes)`` for multi-crop (codes of the global crops, all crops predicted).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,18 +42,28 @@ def weighted_loss(per_sample: Tensor, weights: Tensor | None = None) -> Tensor:
     return (weights.detach().to(per_sample.dtype) * per_sample).mean()
 
 
-def info_nce(q: Tensor, k: Tensor, temperature: float, queue: Tensor | None = None) -> Tensor:
-    """InfoNCE per sample [B] with positive k_i for q_i; in-batch or queue negatives (Eq. 2)."""
+def info_nce(
+    q: Tensor, k: Tensor, temperature: float, queue: Tensor | None = None, all_keys: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """InfoNCE per sample [B] with positive k_i for q_i; in-batch or queue negatives (Eq. 2).
+
+    In-batch negatives across ranks: `all_keys` [N, D] holds the keys of the global batch, this rank's
+    k being rows offset … offset+B−1 (MoCo v3's gathered keys); the positive of q_i is row offset+i.
+    """
     if q.dim() != 2 or q.shape != k.shape:
         raise ValueError(f"q and k must both be [B, D], got {tuple(q.shape)} and {tuple(k.shape)}")
     q = F.normalize(q.float(), dim=1)
-    k = F.normalize(k.float(), dim=1)
     if queue is None:
-        logits = q @ k.t() / temperature
-        labels = torch.arange(q.shape[0], device=q.device)
+        keys = k if all_keys is None else all_keys
+        if keys.dim() != 2 or keys.shape[1] != q.shape[1] or not 0 <= offset <= keys.shape[0] - q.shape[0]:
+            raise ValueError(f"keys {tuple(keys.shape)} cannot hold this batch of {q.shape[0]} at offset {offset}")
+        logits = q @ F.normalize(keys.float(), dim=1).t() / temperature
+        labels = torch.arange(q.shape[0], device=q.device) + offset
     else:
         if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
             raise ValueError(f"queue must be [K, {q.shape[1]}], got {tuple(queue.shape)}")
+        k = F.normalize(k.float(), dim=1)
         negatives = F.normalize(queue.detach().float(), dim=1)
         positive = (q * k).sum(dim=1, keepdim=True)
         logits = torch.cat([positive, q @ negatives.t()], dim=1) / temperature
@@ -60,18 +71,27 @@ def info_nce(q: Tensor, k: Tensor, temperature: float, queue: Tensor | None = No
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
-    """SimCLR NT-Xent per pair [B]: mean of both directions over 2B-2 negatives (Eq. 2)."""
+def nt_xent(
+    z1: Tensor, z2: Tensor, temperature: float, gathered: tuple[Tensor, Tensor] | None = None, offset: int = 0
+) -> Tensor:
+    """SimCLR NT-Xent per pair [B]: mean of both directions over 2N-2 negatives (Eq. 2).
+
+    N = B in one process; across ranks `gathered` = (z1, z2) of the global batch [N, D] each (gathered
+    with gradient), this rank's pairs being rows offset … offset+B−1, as SimCLR's cross-replica concat.
+    """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must both be [B, D], got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    b = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
-    logits = z @ z.t() / temperature
-    self_mask = torch.eye(2 * b, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    idx = torch.arange(b, device=z.device)
-    labels = torch.cat([idx + b, idx])
-    per_view = F.cross_entropy(logits, labels, reduction="none")
+    all1, all2 = (z1, z2) if gathered is None else gathered
+    b, n = z1.shape[0], all1.shape[0]
+    if all1.shape != all2.shape or all1.shape[1] != z1.shape[1] or not 0 <= offset <= n - b:
+        raise ValueError(f"gathered {tuple(all1.shape)} cannot hold this batch of {b} at offset {offset}")
+    anchors = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
+    candidates = F.normalize(torch.cat([all1, all2], dim=0).float(), dim=1)
+    logits = anchors @ candidates.t() / temperature
+    idx = torch.arange(b, device=z1.device) + offset
+    rows = torch.arange(2 * b, device=z1.device)
+    logits = logits.index_put((rows, torch.cat([idx, idx + n])), torch.tensor(float("-inf"), device=z1.device))
+    per_view = F.cross_entropy(logits, torch.cat([idx + n, idx]), reduction="none")
     return 0.5 * (per_view[:b] + per_view[b:])
 
 
@@ -123,6 +143,21 @@ def sinkhorn_knopp(
     return q.t().float()
 
 
+def swapped_prediction(scores: Sequence[Tensor], codes: Sequence[Tensor], temperature: float = 0.1) -> Tensor:
+    """SwAV's swapped prediction per sample [B] over multi-crop (Eq. 4).
+
+    codes[a] are the Sinkhorn-Knopp codes of crop a (the crops used for assignment, the first len(codes));
+    each is predicted from every other crop v: mean over a of (1/(V−1)) Σ_{v≠a} −Σ_k q_a,k log p_v,k.
+    """
+    if len(scores) < 2 or not 1 <= len(codes) <= len(scores):
+        raise ValueError(f"need ≥ 2 crops and 1 … {len(scores)} code sets, got {len(scores)} and {len(codes)}")
+    log_p = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]
+    total = 0.0
+    for a, q in enumerate(codes):
+        total = total + sum(-(q * log_p[v]).sum(dim=1) for v in range(len(scores)) if v != a) / (len(scores) - 1)
+    return total / len(codes)
+
+
 def swav_loss(
     scores1: Tensor,
     scores2: Tensor,
@@ -131,13 +166,10 @@ def swav_loss(
     iterations: int = 3,
     world_size_sum: SumFn = None,
 ) -> Tensor:
-    """SwAV swapped prediction per sample [B], codes from Sinkhorn-Knopp without gradient (Eq. 4)."""
+    """SwAV swapped prediction per sample [B] for two crops, codes from Sinkhorn-Knopp without gradient (Eq. 4)."""
     if scores1.dim() != 2 or scores1.shape != scores2.shape:
         raise ValueError(
             f"scores1 and scores2 must both be [B, K], got {tuple(scores1.shape)} and {tuple(scores2.shape)}"
         )
-    q1 = sinkhorn_knopp(scores1, epsilon, iterations, world_size_sum)
-    q2 = sinkhorn_knopp(scores2, epsilon, iterations, world_size_sum)
-    log_p1 = F.log_softmax(scores1.float() / temperature, dim=1)
-    log_p2 = F.log_softmax(scores2.float() / temperature, dim=1)
-    return 0.5 * (-(q2 * log_p1).sum(dim=1) - (q1 * log_p2).sum(dim=1))
+    codes = [sinkhorn_knopp(s, epsilon, iterations, world_size_sum) for s in (scores1, scores2)]
+    return swapped_prediction([scores1, scores2], codes, temperature)
