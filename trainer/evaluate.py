@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from trainer import dist
-from trainer.augment import normalise
+from genview.training.augment import normalise
 
 KNN_KS = (20, 200)
 KNN_TEMPERATURE = 0.07

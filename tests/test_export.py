@@ -1,0 +1,92 @@
+"""Exported backbones load strictly into torchvision, timm and (by key set) detectron2, with the same features."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import timm
+import torch
+import torchvision
+from safetensors.torch import load_file
+
+from trainer.backbones import backbone
+from trainer.eval.backbone import BACKBONE_PREFIX, load_backbone
+from trainer.eval.cli import main
+from trainer.export import detectron2_key
+
+
+def detectron2_r50_keys() -> set[str]:
+    """The parameters and buffers of detectron2's ResNet-50 backbone (`build_resnet_backbone`, depth 50, FrozenBN):
+    a BasicStem (`stem.conv1` + norm) and stages res2–res5 of 3, 4, 6, 3 BottleneckBlocks, each with conv1–conv3
+    (+ norm), the first block of each stage with a projection `shortcut` (+ norm)."""
+    norm = ("weight", "bias", "running_mean", "running_var")
+    keys = {"stem.conv1.weight", *(f"stem.conv1.norm.{n}" for n in norm)}
+    for stage, blocks in zip(range(2, 6), (3, 4, 6, 3)):
+        for b in range(blocks):
+            convs = ["conv1", "conv2", "conv3"] + (["shortcut"] if b == 0 else [])
+            for conv in convs:
+                keys |= {f"res{stage}.{b}.{conv}.weight", *(f"res{stage}.{b}.{conv}.norm.{n}" for n in norm)}
+    return keys
+
+
+def test_detectron2_key_conversion_by_hand():
+    assert detectron2_key("conv1.weight") == "stem.conv1.weight"
+    assert detectron2_key("bn1.running_var") == "stem.conv1.norm.running_var"
+    assert detectron2_key("layer1.0.bn3.bias") == "res2.0.conv3.norm.bias"
+    assert detectron2_key("layer4.0.downsample.0.weight") == "res5.0.shortcut.weight"
+    assert detectron2_key("layer3.0.downsample.1.running_mean") == "res4.0.shortcut.norm.running_mean"
+
+
+def _checkpoint(tmp_path, arch: str):
+    torch.manual_seed(1)
+    net, _ = backbone(arch, 64)
+    for m in net.modules():  # non-trivial BN statistics, so a missed buffer shows in the features
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / f"{arch}.pt"
+    torch.save({"model": {BACKBONE_PREFIX + k: v for k, v in net.state_dict().items()}, "epoch": 9,
+                "args": {"method": "mocov2", "arch": arch, "image_size": 64}}, path)
+    return path
+
+
+@pytest.mark.parametrize("arch", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow)])
+def test_torchvision_and_timm_load_strictly_with_the_same_features(arch, tmp_path):
+    ckpt = _checkpoint(tmp_path, arch)
+    main(["export", "--checkpoint", str(ckpt), "--format", "torchvision", "--out", str(tmp_path / "tv.pth")])
+    main(["export", "--checkpoint", str(ckpt), "--format", "timm", "--out", str(tmp_path / "timm.pth")])
+    reference = load_backbone(str(ckpt)).net.eval()
+    tv = getattr(torchvision.models, arch)(weights=None)
+    tv.fc = torch.nn.Identity()
+    tv.load_state_dict(torch.load(tmp_path / "tv.pth"), strict=True)
+    tm = timm.create_model(arch, pretrained=False, num_classes=0)
+    tm.load_state_dict(torch.load(tmp_path / "timm.pth"), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = reference(x)
+        for model in (tv.eval(), tm.eval()):
+            assert (model(x) - want).abs().max() < 1e-5
+
+
+def test_detectron2_file_has_exactly_the_r50_keys(tmp_path):
+    ckpt = _checkpoint(tmp_path, "resnet50")
+    main(["export", "--checkpoint", str(ckpt), "--format", "detectron2", "--out", str(tmp_path / "d2.pkl")])
+    with open(tmp_path / "d2.pkl", "rb") as f:
+        doc = pickle.load(f)
+    assert doc["__author__"] and doc["matching_heuristics"] is True
+    assert set(doc["model"]) == detectron2_r50_keys()
+    state = load_backbone(str(ckpt)).net.state_dict()
+    assert (doc["model"]["res3.0.shortcut.norm.running_var"] == state["layer2.0.downsample.1.running_var"].numpy()).all()
+
+
+def test_safetensors_with_config(tmp_path):
+    ckpt = _checkpoint(tmp_path, "resnet18")
+    main(["export", "--checkpoint", str(ckpt), "--format", "safetensors", "--out", str(tmp_path / "hub")])
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert config | {"source_checkpoint": None} == config | {
+        "arch": "resnet18", "method": "mocov2", "epochs": 10, "image_size": 64, "timm_name": "resnet18",
+        "source_checkpoint": None}
+    tm = timm.create_model(config["timm_name"], pretrained=False, num_classes=0)
+    tm.load_state_dict(load_file(tmp_path / "hub" / "model.safetensors"), strict=True)

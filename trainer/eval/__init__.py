@@ -1,0 +1,1 @@
+"""Evaluation protocols of a trained backbone: linear probe, weighted kNN, semi-supervised fine-tuning."""

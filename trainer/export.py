@@ -1,0 +1,74 @@
+"""Export a run's backbone alone for downstream libraries: torchvision, timm, detectron2, safetensors.
+
+ResNets keep torchvision's key names, which timm's ResNets share: the state_dict loads with strict=True into
+`torchvision.models.resnet50()` once its `fc` is `nn.Identity()`, and into
+`timm.create_model("resnet50", pretrained=False, num_classes=0)`. ViTs are timm models already (timm names).
+detectron2 gets the key conversion of MoCo's detection transfer (`stem.conv1`, `res2.0.conv1.norm`, …).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from genview.training.augment import MEAN, STD
+from trainer.eval.backbone import LoadedBackbone
+
+FORMATS = ("torchvision", "timm", "detectron2", "safetensors")
+DETECTRON2_ARCHS = ("resnet18", "resnet50")
+
+
+def timm_name(loaded: LoadedBackbone) -> str:
+    """The `timm.create_model` name of the architecture."""
+    return f"{loaded.arch}_patch16_224" if loaded.arch.startswith("vit") else loaded.arch
+
+
+def backbone_state(loaded: LoadedBackbone) -> dict[str, torch.Tensor]:
+    """The backbone's weights and buffers, contiguous, on the CPU."""
+    return {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
+
+
+def detectron2_key(name: str) -> str:
+    """torchvision ResNet key → detectron2 key (as MoCo's convert-pretrain-to-detectron2)."""
+    if not name.startswith("layer"):
+        name = "stem." + name
+    name = re.sub(r"layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", name)
+    name = re.sub(r"bn(\d)", r"conv\1.norm", name)
+    return name.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+
+
+def detectron2_model(state: dict[str, torch.Tensor]) -> dict:
+    """The pickle detectron2 reads: numpy weights under detectron2 names, matched by its heuristics."""
+    weights = {detectron2_key(k): v.numpy() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    return {"model": weights, "__author__": "GenView", "matching_heuristics": True}
+
+
+def model_config(loaded: LoadedBackbone) -> dict:
+    """The config.json next to safetensors weights."""
+    return {"arch": loaded.arch, "timm_name": timm_name(loaded), "timm_kwargs": loaded.vit_options,
+            "method": loaded.method, "epochs": loaded.epochs, "image_size": loaded.image_size,
+            "source_checkpoint": loaded.checkpoint, "mean": list(MEAN), "std": list(STD)}
+
+
+def export(loaded: LoadedBackbone, fmt: str, out: Path) -> list[Path]:
+    """Write the backbone in `fmt` to `out` (a file; a folder for safetensors) and return the files written."""
+    state = backbone_state(loaded)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in ("torchvision", "timm"):
+        torch.save(state, out)
+        return [out]
+    if fmt == "detectron2":
+        if loaded.arch not in DETECTRON2_ARCHS:
+            raise SystemExit(f"detectron2 export supports {DETECTRON2_ARCHS}, not {loaded.arch}")
+        with open(out, "wb") as f:
+            pickle.dump(detectron2_model(state), f)
+        return [out]
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, out / "model.safetensors", metadata={"format": "pt", "arch": loaded.arch})
+    (out / "config.json").write_text(json.dumps(model_config(loaded), indent=2) + "\n")
+    return [out / "model.safetensors", out / "config.json"]
