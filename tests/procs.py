@@ -56,7 +56,7 @@ def stop_all() -> None:
 
 def genview_cmd(*args: str) -> list[str]:
     """The `genview` console script, run with this interpreter."""
-    return [sys.executable, "-m", "genview.cli", *args]
+    return [sys.executable, "-m", "services.cli", *args]
 
 
 def wait_http(url: str, proc: Proc, timeout: float = 90.0) -> None:

@@ -226,7 +226,7 @@ def local_argv(argv: list[str], ports: dict[str, str]) -> list[str]:
         if arg == "python":
             out.append(sys.executable)
         elif arg == "genview":
-            out += [sys.executable, "-m", "genview.cli"]
+            out += [sys.executable, "-m", "services.cli"]
         elif arg.startswith("/app/"):
             out.append(str(REPO / arg.removeprefix("/app/")))
         elif previous == "--host":
@@ -284,9 +284,10 @@ def test_compose_services_round_trip_as_local_processes(compose, fresh_redis_url
 
         image = png_bytes(64, 48, seed=5)
         r = httpx.post(f"{bases['generator-api']}/generate", params={"wait": "true", "timeout": "120"},
-                       files={"image": ("x.png", image, "image/png")}, data={"steps": "2", "size": "32"}, timeout=150)
+                       files={"image": ("x.png", image, "image/png")},
+                       data={"steps": "2", "size": "32", "noise_level": "auto:per-image"}, timeout=150)
         assert r.status_code == 200 and r.json()["status"] == "done", (r.text, procs["generator-worker"].tail())
-        view = httpx.get(r.json()["views"][0]["url"], timeout=30)
+        view = httpx.get(bases["generator-api"] + r.json()["views"][0]["url"], timeout=30)
         assert view.status_code == 200 and view.content[:8] == b"\x89PNG\r\n\x1a\n"
 
         s = httpx.post(f"{bases['scorer-api']}/score", files={"original": ("o.png", image), "view": ("v.png", view.content)},

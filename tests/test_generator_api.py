@@ -23,7 +23,7 @@ from services.generator.worker import GeneratorWorker
 from tests.helpers import png_bytes
 from tests.procs import genview_cmd, service_env
 
-FAST = {"steps": "2", "size": "32"}
+FAST = {"steps": "2", "size": "32", "noise_level": "auto:per-image"}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_fit_pca_basis_is_used_for_adaptive_levels(embedded, generator, model_ca
     assert done.returncode == 0, done.stderr
     basis = BasisCache(store, "generator-tiny").current()
     assert basis is not None and basis.fingerprint in done.stdout
-    job_id = _submit(client, seed=99)
+    job_id = _submit(client, seed=99, noise_level="auto")
     drain()
     doc = client.get(f"/jobs/{job_id}").json()
     tokens = generator.encode([load_rgb(png_bytes(seed=99), 10**8)]).tokens

@@ -17,7 +17,7 @@ from genview.store import ObjectStore, sha256_hex
 from tests.helpers import png_bytes
 from tests.procs import service_env, start_api, start_worker
 
-FAST = {"steps": "2", "size": "48"}
+FAST = {"steps": "2", "size": "48", "noise_level": "auto:per-image"}
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def _roundtrip_then_cache(cluster) -> None:
     assert body["noise_level"] == 100 * min(4, int(body["fg_ratio"] * 5 + 1e-6))
     assert len(body["views"]) == 2
     for view in body["views"]:
-        got = httpx.get(view["url"])
+        got = httpx.get(base + view["url"])
         assert got.status_code == 200 and got.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(got.content)).size == (48, 48)
         assert cluster.store().exists(view["key"])

@@ -1,14 +1,25 @@
-"""Generator worker: a thin adapter — claim → decode → ViewGenerator → encode/store → complete."""
+"""Generator worker: a thin, pipelined adapter — claim → decode → ViewGenerator → encode/store → complete.
+
+Decoding of a batch runs in a bounded thread pool before the model call, and encoding/storing of a batch
+runs there after it, while the loop hands over the next batch (so the model waits only for decoding).
+`GENVIEW_ENCODE_THREADS=0` runs everything in the calling thread (the serial path, byte-identical).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Gauge
 
 from genview.basis import BasisCache
 from genview.generation import GeneratedViews, ViewGenerator, ViewRequest, require_basis
 from genview.images import load_rgb
 from genview.models.unclip import UnclipGenerator
+from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
 from genview.schemas import GenerationParams, GenerationResult, ViewRef
 from genview.settings import Settings
@@ -17,6 +28,7 @@ from genview.view_encoding import ViewEncoding, encode_fg_map
 from services.generator.jobs import fg_map_key, meta_key
 
 log = logging.getLogger(__name__)
+FIT_KIND = "fit-basis"
 
 
 @dataclass
@@ -27,25 +39,102 @@ class _Job:
     request: ViewRequest
 
 
-class GeneratorWorker:
-    """Turns generation jobs into stored views and result documents."""
+def _run_inline(fn, *args) -> Future:
+    """A finished future holding `fn(*args)`'s result or exception."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
-    def __init__(self, settings: Settings, generator: UnclipGenerator, queue: JobQueue, store: ObjectStore):
+
+class IdleMeter:
+    """Share of the handler's wall time spent outside model calls (the GPU-idle share between batches)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.model_s = 0.0
+        self.wall_s = 0.0
+
+    def add(self, wall_s: float, model_s: float) -> None:
+        with self._lock:
+            self.wall_s += wall_s
+            self.model_s += model_s
+
+    def ratio(self) -> float:
+        with self._lock:
+            return 0.0 if self.wall_s == 0 else max(0.0, 1.0 - self.model_s / self.wall_s)
+
+
+class GeneratorWorker:
+    """Turns generation jobs into stored views and result documents, and fit-basis jobs into a saved basis."""
+
+    def __init__(self, settings: Settings, generator: UnclipGenerator, queue: JobQueue, store: ObjectStore,
+                 encoding: ViewEncoding | None = None):
         self.settings, self.queue, self.store = settings, queue, store
         self.generator = generator
         self.views = ViewGenerator(generator, settings.fg_fraction, settings.max_batch_size)
-        self.encoding = ViewEncoding(settings.view_format, settings.view_quality)
+        self.encoding = encoding or ViewEncoding(settings.view_format, settings.view_quality)
         self.bases = BasisCache(store, generator.encoder_id, settings.basis_refresh_s)
+        threads = settings.encode_threads
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="generator-io") if threads else None
+        self._storing: list[Future] = []  # encode/store tasks of the previous batch
+        self.idle = IdleMeter()
+        self.registry = CollectorRegistry()
+        Gauge("genview_worker_gpu_idle_ratio", "share of the worker's handler time outside model calls",
+              registry=self.registry).set_function(self.idle.ratio)
 
     def handle(self, deliveries: list[Delivery]) -> None:
-        """Complete or fail every delivery of the batch."""
-        jobs = [job for job in map(self.accept, deliveries) if job is not None]
+        """Complete or fail every delivery (the last batch's stores may still run when this returns)."""
+        start = time.perf_counter()
+        fits = [d for d in deliveries if d.payload.get("kind") == FIT_KIND]
+        for delivery in fits:
+            self.fit(delivery)
+        accepted = self._background(self.accept, [d for d in deliveries if d.payload.get("kind") != FIT_KIND])
+        jobs = [job for job in accepted if job is not None]
+        model_s = 0.0
+        storing: list[Future] = []
         for i in range(0, len(jobs), self.settings.max_batch_size):
             chunk = jobs[i:i + self.settings.max_batch_size]
+            t0 = time.perf_counter()
             results = self.run(chunk)
+            model_s += time.perf_counter() - t0
             if results is not None:
-                for job, generated in zip(chunk, results):
-                    self.finish(job, generated)
+                storing += self._submit(self.finish, list(zip(chunk, results)))
+        self.wait_stored()  # the previous batch's stores: they ran while this batch was decoded and generated
+        self._storing = storing
+        self.idle.add(time.perf_counter() - start, model_s)
+
+    def _background(self, fn, items: list) -> list:
+        """`fn(item)` for each item, in the pool when there is one; results in order."""
+        return [f.result() for f in self._submit(fn, [(item,) for item in items])]
+
+    def _submit(self, fn, calls: list[tuple]) -> list[Future]:
+        """Each call as a future: in the pool, or inline (serial path, or a pool that refuses work)."""
+        futures = []
+        for args in calls:
+            if self.pool is not None:
+                try:
+                    futures.append(self.pool.submit(fn, *args))
+                    continue
+                except RuntimeError:  # the pool is shut down: do the work here, the delivery still finishes
+                    log.warning("the generator's I/O pool refused work; running it inline")
+            futures.append(_run_inline(fn, *args))
+        return futures
+
+    def wait_stored(self) -> None:
+        """Block until the stores of the last handled batch have finished (a failed one is redelivered)."""
+        for future in self._storing:
+            if future.exception() is not None:
+                log.error("finishing a job failed; it will be redelivered", exc_info=future.exception())
+        self._storing = []
+
+    def close(self) -> None:
+        """Finish pending stores and stop the pool."""
+        self.wait_stored()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
     def accept(self, delivery: Delivery) -> _Job | None:
         """Decode the job's input, or finish it at once (cached result, bad input, no basis)."""
@@ -59,6 +148,9 @@ class GeneratorWorker:
             return None
         except ObjectNotFound:
             pass
+        except Exception as exc:
+            self.queue.fail(delivery, f"cannot read the stored result of {sha}: {type(exc).__name__}: {exc}")
+            return None
         try:
             basis = self.bases.matching(params.basis)
             require_basis(params.policy, basis is not None)
@@ -79,7 +171,7 @@ class GeneratorWorker:
             return None
 
     def finish(self, job: _Job, generated: GeneratedViews) -> None:
-        """Store the job's views and result, then complete it (or fail it if storing fails)."""
+        """Store the job's views and result, then complete it (or fail it if encoding or storing fails)."""
         try:
             result = self.store_result(job.request, generated)
         except Exception as exc:
@@ -87,6 +179,18 @@ class GeneratorWorker:
             self.queue.fail(job.delivery, f"storing views failed: {type(exc).__name__}: {exc}")
             return
         self.queue.complete(job.delivery, result)
+
+    def fit(self, delivery: Delivery) -> None:
+        """A `fit-basis` job: fit the generator's basis on stored inputs, save it, complete with the result."""
+        try:
+            result = run_fit_job(delivery.payload, self.store, self.generator, self.settings.fg_fraction,
+                                 self.settings.max_pixels, self.settings.max_batch_size)
+        except Exception as exc:
+            log.exception("basis fit %s failed", delivery.job_id)
+            self.queue.fail(delivery, f"basis fit failed: {type(exc).__name__}: {exc}")
+            return
+        self.bases.current(refresh=True)
+        self.queue.complete(delivery, result.model_dump())
 
     def _stored_result(self, sha: str, params: GenerationParams) -> dict:
         """The stored result document of (input, params); ObjectNotFound when there is none yet."""

@@ -2,99 +2,156 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import anyio
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from genview.basis import BasisCache
 from genview.images import load_rgb
 from genview.method.quality import quality_weights
 from genview.models.presets import encoder_id
-from genview.queue import DONE, FAILED, JobQueue, open_queue
+from genview.queue import DONE, FAILED, JobQueue
+from genview.schemas import BasisInfo, BatchScoreResult, FitBasisJob, PairScores, ScoreJobDocument, ScoreResult
 from genview.settings import Settings, get_settings
-from genview.store import ObjectStore, input_key, params_hash, score_key, sha256_hex
-from services.common import ApiError, ServiceMetrics, base_app, read_json, read_upload, wait_for_job
+from genview.store import ObjectNotFound, ObjectStore, input_key, params_hash, score_key, sha256_hex
+from services.app import base_app
+from services.auth import Tenant
+from services.errors import ApiError, error_responses
+from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fit_payload
+from services.limits import FORM_OVERHEAD, single_valued_form
+from services.metrics import ServiceMetrics
 from services.scorer.pairs import encode_pairs, pair_from_images, parse_pairs
+from services.scorer.wiring import QUEUE_NAME, open_scorer_queue
+from services.tenancy import Ownership
+from services.uploads import image_work, read_upload
+from services.urls import Urls
 
-QUEUE_NAME = "score"
 DESCRIPTION = "Positive-pair quality by foreground/background similarity (GenView Eq. 10–13)."
+BATCH_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
+    "type": "string", "format": "binary", "description": "safetensors with one uint8 tensor 'pairs' [N, 2, H, W, 3]"}}}}}
+ACCEPTED = {202: {"model": ScoreJobDocument, "description": "accepted, not finished within `timeout` (see Location)"}}
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
                store: ObjectStore | None = None) -> FastAPI:
     """The scorer API wired to a queue and a store (built from settings unless given)."""
     settings = settings or get_settings()
-    queue = queue or open_queue(settings, QUEUE_NAME)
+    queue = queue or open_scorer_queue(settings)
     store = store or ObjectStore.from_settings(settings)
     app, metrics = base_app("scorer", DESCRIPTION, settings, {QUEUE_NAME: queue}, store, body_limits(settings))
-    add_routes(app, metrics, settings, queue, store)
+    app.include_router(scorer_router(settings, queue, store, metrics))
     return app
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
-    """`/score/batch` takes a raw tensor body, larger than an image upload."""
-    return {"/score/batch": settings.max_score_pairs * 2 * settings.max_score_side ** 2 * 3 + 1024 * 1024}
+    """`/score` takes two image uploads; `/score/batch` a raw tensor body, larger than an image upload."""
+    return {"/score": 2 * settings.max_upload_bytes + FORM_OVERHEAD,
+            "/score/batch": settings.max_score_pairs * 2 * settings.max_score_side ** 2 * 3 + 1024 * 1024}
 
 
-def add_routes(app: FastAPI, metrics: ServiceMetrics, settings: Settings, queue: JobQueue,
-               store: ObjectStore) -> None:
-    """`/score`, `/score/batch` and `/score/jobs/{job_id}` on `app`."""
-    bases = BasisCache(store, encoder_id("scorer", settings.scorer_model), settings.basis_refresh_s)
+def _image_tensor(data: bytes, max_pixels: int) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(load_rgb(data, max_pixels)).copy())
 
-    async def scores(body: bytes, timeout: float) -> dict | JSONResponse:
-        """The cached or freshly computed {s_f, s_b, q, fg_basis} of a validated pairs body."""
+
+def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metrics: ServiceMetrics) -> APIRouter:
+    """`/score`, `/score/batch`, `/score/jobs/{job_id}`, `/score/basis` and `/score/basis/fit`."""
+    router = APIRouter(tags=["score"])
+    scorer_id = encoder_id("scorer", settings.scorer_model)
+    bases = BasisCache(store, scorer_id, settings.basis_refresh_s)
+    waiter, urls, owners = JobWaiter(queue, settings), Urls(settings), Ownership(store)
+
+    async def scores(body: bytes, timeout: float) -> PairScores | JSONResponse:
+        """The cached or freshly computed scores of a validated pairs body (202 if not done within `timeout`)."""
         sha = await anyio.to_thread.run_sync(sha256_hex, body)
         basis = await anyio.to_thread.run_sync(bases.fingerprint)
         phash = params_hash({"model": settings.scorer_model, "basis": basis})
-        cached = await anyio.to_thread.run_sync(read_json, store, score_key(sha, phash))
-        if cached is not None:
-            metrics.cache_hits.labels(metrics.service).inc()
-            return {**cached, "cached": True}
+        try:
+            cached = await anyio.to_thread.run_sync(store.get, score_key(sha, phash))
+            metrics.cache_hit()
+            return PairScores.model_validate_json(cached)
+        except ObjectNotFound:
+            pass
+        await anyio.to_thread.run_sync(check_capacity, queue, settings)
         await anyio.to_thread.run_sync(store.put, input_key(sha), body)
         job_id, created = await anyio.to_thread.run_sync(
             queue.submit, {"sha": sha, "phash": phash, "basis": basis}, f"{sha}:{phash}")
         if created:
-            metrics.jobs.labels(metrics.service).inc()
-        job = await wait_for_job(queue, job_id, min(timeout, settings.max_wait_s))
+            metrics.submitted()
+        job = await waiter.wait(job_id, timeout)
         if job is None or job.status == FAILED:
-            raise ApiError(500, "scoring_failed", job.error if job else "the job vanished", job_id=job_id)
+            raise ApiError(503, "scoring_failed", "the scoring job failed; retry later", {"Retry-After": "5"})
         if job.status != DONE:
-            return JSONResponse({"job_id": job_id, "status": job.status}, status_code=202,
-                                headers={"Location": f"/score/jobs/{job_id}"})
-        return {**job.result, "cached": False}
+            doc = ScoreJobDocument(job_id=job_id, status=job.status)
+            return JSONResponse(doc.model_dump(mode="json"), status_code=202,
+                                headers={"Location": urls.path(f"/score/jobs/{job_id}")})
+        return PairScores.model_validate(job.result)
 
-    @app.post("/score", tags=["score"])
-    async def score(original: UploadFile = File(...), view: UploadFile = File(...),
-                    timeout: float = Query(settings.score_timeout_s, gt=0)):
+    @router.post("/score", response_model=ScoreResult, dependencies=[Depends(single_valued_form)],
+                 responses={**ACCEPTED, **error_responses(400, 401, 413, 415, 422, 429, 503)})
+    async def score(original: Annotated[UploadFile, File(description="the original image")],
+                    view: Annotated[UploadFile, File(description="its generated view")],
+                    timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
+        """Score one pair: foreground similarity s_f, background similarity s_b (Eq. 11) and quality q (Eq. 12)."""
         images = []
         for name, upload in (("original", original), ("view", view)):
             data = await read_upload(upload, settings.max_upload_bytes, name)
-            img = await anyio.to_thread.run_sync(load_rgb, data, settings.max_pixels)
-            images.append(torch.from_numpy(np.asarray(img).copy()))
-        body = encode_pairs(pair_from_images(*images))
+            images.append(await image_work(_image_tensor, data, settings.max_pixels, field=name))
+        body = await image_work(lambda: encode_pairs(pair_from_images(*images)))
         result = await scores(body, timeout)
         if isinstance(result, JSONResponse):
             return result
-        return {k: (v[0] if isinstance(v, list) else v) for k, v in result.items()}
+        return ScoreResult(s_f=result.s_f[0], s_b=result.s_b[0], q=result.q[0], fg_basis=result.fg_basis,
+                           basis_id=result.basis_id)
 
-    @app.post("/score/batch", tags=["score"],
-              openapi_extra={"requestBody": {"content": {"application/octet-stream": {
-                  "schema": {"type": "string", "format": "binary",
-                             "description": "safetensors with one uint8 tensor 'pairs' [N, 2, H, W, 3]"}}}}})
-    async def score_batch(request: Request, gamma: float = Query(1.0, ge=-100, le=100),
-                          timeout: float = Query(settings.score_timeout_s, gt=0)):
+    @router.post("/score/batch", response_model=BatchScoreResult, openapi_extra=BATCH_BODY,
+                 responses={**ACCEPTED, **error_responses(400, 401, 413, 422, 429, 503)})
+    async def score_batch(request: Request, gamma: Annotated[float, Query(ge=-100, le=100)] = 1.0,
+                          timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
+        """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
         body = await request.body()
         await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
         result = await scores(body, timeout)
         if isinstance(result, JSONResponse):
             return result
-        return {**result, "gamma": gamma, "w": quality_weights(torch.tensor(result["q"]), gamma).tolist()}
+        w = quality_weights(torch.tensor(result.q), gamma).tolist()
+        return BatchScoreResult(**result.model_dump(), gamma=gamma, w=w)
 
-    @app.get("/score/jobs/{job_id}", tags=["score"])
-    async def get_job(job_id: str):
+    @router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(401, 404, 503))
+    async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
+        """A scoring job's status, and its scores once done."""
         job = await anyio.to_thread.run_sync(queue.get, job_id)
-        if job is None:
+        if job is None or "sha" not in job.payload:
             raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, or expired)")
-        return {"job_id": job_id, "status": job.status, "result": job.result, "error": job.error}
+        return ScoreJobDocument(job_id=job_id, status=job.status, error=job.error,
+                                result=PairScores.model_validate(job.result) if job.result else None)
+
+    @router.get("/score/basis", response_model=BasisInfo, responses=error_responses(401))
+    async def basis() -> BasisInfo:
+        """The scorer's PCA basis scores are keyed on now ('per-image' when none is fitted)."""
+        return BasisInfo(encoder_id=scorer_id, basis_id=await anyio.to_thread.run_sync(bases.fingerprint))
+
+    @router.post("/score/basis/fit", response_model=FitJobDocument, status_code=202,
+                 responses=error_responses(401, 404, 422, 429, 503))
+    async def fit_basis(tenant: Tenant, body: FitBasisJob) -> JSONResponse:
+        """Fit the scorer's PCA foreground basis on `num` stored inputs or the given input keys (a queued job).
+
+        A scorer worker runs it; poll `GET /score/basis/jobs/{job_id}`, then `GET /score/basis`."""
+        payload = await anyio.to_thread.run_sync(fit_payload, body, tenant, owners)
+        await anyio.to_thread.run_sync(check_capacity, queue, settings)
+        job_id, created = await anyio.to_thread.run_sync(queue.submit, payload, None)
+        if created:
+            metrics.submitted()
+        return JSONResponse(FitJobDocument(job_id=job_id, status="queued").model_dump(mode="json"), status_code=202,
+                            headers={"Location": urls.path(f"/score/basis/jobs/{job_id}")})
+
+    @router.get("/score/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(401, 404, 503))
+    async def get_fit_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> FitJobDocument:
+        """The state of a scorer basis fit; its result names the saved basis."""
+        job = await anyio.to_thread.run_sync(queue.get, job_id)
+        return fit_job(job, tenant, owners)
+
+    return router

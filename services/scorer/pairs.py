@@ -8,6 +8,7 @@ from safetensors.torch import save as save_safetensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from genview.images import ImageRejected, load_rgb
 from services.common import ApiError
 
 SCORER_SIDE = 224
@@ -53,3 +54,11 @@ def encode_pairs(pairs: torch.Tensor) -> bytes:
 def decode_pairs(body: bytes) -> torch.Tensor:
     """Inverse of encode_pairs (for bodies already validated by the API)."""
     return load_safetensors(body)["pairs"]
+
+
+def decode_fit_input(data: bytes, max_pixels: int) -> list:
+    """A stored input to fit the scorer's basis on: an image, or every crop of a pairs body."""
+    try:
+        return [load_rgb(data, max_pixels)]
+    except ImageRejected:
+        return list(decode_pairs(data).flatten(0, 1))

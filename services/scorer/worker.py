@@ -1,38 +1,48 @@
-"""Scorer worker: scores the pairs of many requests in shared encoder passes and caches each answer."""
+"""Scorer worker: scores the pairs of many requests in shared encoder passes and caches each answer;
+fits the scorer's PCA basis for `fit-basis` jobs."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
 
 from genview.basis import PER_IMAGE, BasisCache
+from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
+from genview.schemas import PairScores
 from genview.scoring import PairScorer
 from genview.store import ObjectNotFound, ObjectStore, input_key, score_key
-from services.scorer.pairs import decode_pairs
+from services.scorer.pairs import decode_fit_input, decode_pairs
 
 log = logging.getLogger(__name__)
+FIT_KIND = "fit-basis"
 
 
 class ScorerWorker:
-    """Turns scoring jobs (a stored pairs tensor each) into stored {s_f, s_b, q} documents."""
+    """Turns scoring jobs (a stored pairs tensor each) into stored PairScores documents."""
 
-    def __init__(self, scorer: PairScorer, queue: JobQueue, store: ObjectStore, basis_refresh_s: float = 10.0):
+    def __init__(self, scorer: PairScorer, queue: JobQueue, store: ObjectStore, basis_refresh_s: float = 10.0,
+                 fg_fraction: float | None = None, max_pixels: int = 40_000_000):
         self.scorer, self.queue, self.store = scorer, queue, store
         self.bases = BasisCache(store, scorer.encoder.encoder_id, basis_refresh_s)
+        self.fit_options = {"max_pixels": max_pixels, **({"fg_fraction": fg_fraction} if fg_fraction else {})}
 
     def handle(self, deliveries: list[Delivery]) -> None:
         """Complete or fail every delivery; jobs with the same image size and basis share forward passes."""
         groups: dict[tuple, list[tuple[Delivery, torch.Tensor]]] = {}
         for d in deliveries:
+            if d.payload.get("kind") == FIT_KIND:
+                self.fit(d)
+                continue
             try:
-                cached = self.store.get(score_key(d.payload["sha"], d.payload["phash"]))
-                self.queue.complete(d, json.loads(cached))
+                self.queue.complete(d, self._stored(d.payload))
                 continue
             except ObjectNotFound:
                 pass
+            except Exception as exc:
+                self.queue.fail(d, f"bad scoring job: {type(exc).__name__}: {exc}")
+                continue
             try:
                 pairs = decode_pairs(self.store.get(input_key(d.payload["sha"])))
             except Exception as exc:
@@ -40,20 +50,40 @@ class ScorerWorker:
                 continue
             groups.setdefault((tuple(pairs.shape[2:]), d.payload["basis"]), []).append((d, pairs))
         for (_, basis_id), items in groups.items():
-            try:
-                quality = self.scorer.score(torch.cat([p for _, p in items]), self.bases.matching(basis_id))
-            except Exception as exc:  # e.g. out of memory: the jobs are retried
-                log.exception("scoring failed for %d jobs", len(items))
-                for d, _ in items:
-                    self.queue.fail(d, f"scoring failed: {type(exc).__name__}: {exc}")
-                continue
-            start = 0
-            for d, pairs in items:
-                part = slice(start, start + pairs.shape[0])
-                start += pairs.shape[0]
-                result = {"s_f": quality.s_f[part].tolist(), "s_b": quality.s_b[part].tolist(),
-                          "q": quality.q[part].tolist(), "fg_basis": "per-image" if basis_id == PER_IMAGE else "fitted",
-                          "basis_id": basis_id}
-                key = score_key(d.payload["sha"], d.payload["phash"])
-                self.store.put(key, json.dumps(result).encode())
-                self.queue.complete(d, json.loads(self.store.get(key)))
+            self._score_group(basis_id, items)
+
+    def _score_group(self, basis_id: str, items: list[tuple[Delivery, torch.Tensor]]) -> None:
+        """One scoring call for jobs sharing image size and basis; 'per-image' only when the job names it."""
+        try:
+            quality = self.scorer.score(torch.cat([p for _, p in items]), self.bases.matching(basis_id),
+                                        per_image=basis_id == PER_IMAGE)
+        except Exception as exc:  # e.g. out of memory: the jobs are retried
+            log.exception("scoring failed for %d jobs", len(items))
+            for d, _ in items:
+                self.queue.fail(d, f"scoring failed: {type(exc).__name__}: {exc}")
+            return
+        start = 0
+        for d, pairs in items:
+            part = slice(start, start + pairs.shape[0])
+            start += pairs.shape[0]
+            result = PairScores(s_f=quality.s_f[part].tolist(), s_b=quality.s_b[part].tolist(),
+                                q=quality.q[part].tolist(), fg_basis="per-image" if basis_id == PER_IMAGE else "fitted",
+                                basis_id=basis_id)
+            self.store.put(score_key(d.payload["sha"], d.payload["phash"]), result.model_dump_json().encode())
+            self.queue.complete(d, self._stored(d.payload))
+
+    def _stored(self, payload: dict) -> dict:
+        """The stored scores of a job; ObjectNotFound when there are none yet."""
+        return PairScores.model_validate_json(self.store.get(score_key(payload["sha"], payload["phash"]))).model_dump()
+
+    def fit(self, delivery: Delivery) -> None:
+        """A `fit-basis` job: fit the scorer's basis on stored inputs (images or pair bodies), save it."""
+        try:
+            result = run_fit_job(delivery.payload, self.store, self.scorer.encoder, decode=decode_fit_input,
+                                 batch_size=self.scorer.max_batch, **self.fit_options)
+        except Exception as exc:
+            log.exception("scorer basis fit %s failed", delivery.job_id)
+            self.queue.fail(delivery, f"basis fit failed: {type(exc).__name__}: {exc}")
+            return
+        self.bases.current(refresh=True)
+        self.queue.complete(delivery, result.model_dump())

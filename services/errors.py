@@ -1,0 +1,77 @@
+"""The one JSON error shape `{"error": code, "detail": ...}`: raising it, answering it, declaring it in OpenAPI."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from genview.images import ImageRejected
+from genview.queue import QueueUnavailable
+from genview.store import InvalidKey
+
+RETRY_AFTER_S = 5
+STATUS_TEXT = {
+    400: "bad request (undecodable or malformed input)", 401: "missing or invalid API key",
+    404: "not found (or not visible to this API key)", 409: "conflict (e.g. no fitted PCA basis)",
+    413: "body, upload or image too large", 415: "unsupported image format",
+    422: "invalid parameters", 429: "queue full, retry later (Retry-After)",
+    503: "queue or store unavailable, retry later (Retry-After)",
+}
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": code, "detail": message}` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, detail, headers: dict[str, str] | None = None):
+        super().__init__(str(detail))
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+def error_response(status: int, code: str, detail, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one JSON shape of every error."""
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def retry_later(status: int, code: str, detail: str) -> ApiError:
+    """A 429/503 error that tells the client when to come back."""
+    return ApiError(status, code, detail, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def error_responses(*statuses: int) -> dict[int, dict]:
+    """OpenAPI `responses=` entries for these statuses, each with the real error schema."""
+    from genview.schemas import ErrorBody
+
+    return {s: {"model": ErrorBody, "description": STATUS_TEXT[s]} for s in statuses}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every failure becomes a JSON error; validation errors say which field is wrong."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(ImageRejected)
+    async def _image(_: Request, exc: ImageRejected):
+        return error_response(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(InvalidKey)
+    async def _key(_: Request, exc: InvalidKey):
+        return error_response(400, "invalid_key", str(exc))
+
+    @app.exception_handler(QueueUnavailable)
+    async def _queue(_: Request, exc: QueueUnavailable):
+        return error_response(503, "queue_unavailable", "the job queue is unreachable; retry later",
+                              {"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        problems = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]}
+                    for e in exc.errors()]
+        return error_response(422, "invalid_parameters", problems)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException):
+        return error_response(exc.status_code, getattr(exc, "code", "http_error"), exc.detail, exc.headers)

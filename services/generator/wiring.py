@@ -1,0 +1,26 @@
+"""Composition of the generator service: its queue, and its worker built from settings (no HTTP app here)."""
+
+from __future__ import annotations
+
+from genview.queue import JobQueue, open_queue
+from genview.settings import Settings
+from genview.store import ObjectStore
+from services.workers import ServiceWorker
+
+QUEUE_NAME = "generate"
+ROLE = "generator"
+
+
+def open_generator_queue(settings: Settings) -> JobQueue:
+    return open_queue(settings, QUEUE_NAME)
+
+
+def build_worker(settings: Settings, store: ObjectStore | None = None) -> ServiceWorker:
+    """Load the generator model and wire a worker to the generator queue and the store."""
+    from genview.models.unclip import UnclipGenerator
+    from services.generator.worker import GeneratorWorker
+
+    generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache, settings.compile)
+    queue = open_generator_queue(settings)
+    worker = GeneratorWorker(settings, generator, queue, store or ObjectStore.from_settings(settings))
+    return ServiceWorker(ROLE, queue, worker.handle)

@@ -1,0 +1,28 @@
+"""Composition of the scorer service: its queue, and its worker built from settings (no HTTP app here)."""
+
+from __future__ import annotations
+
+from genview.queue import JobQueue, open_queue
+from genview.settings import Settings
+from genview.store import ObjectStore
+from services.workers import ServiceWorker
+
+QUEUE_NAME = "score"
+ROLE = "scorer"
+
+
+def open_scorer_queue(settings: Settings) -> JobQueue:
+    return open_queue(settings, QUEUE_NAME)
+
+
+def build_worker(settings: Settings, store: ObjectStore | None = None) -> ServiceWorker:
+    """Load the scorer encoder and wire a worker to the scorer queue and the store."""
+    from genview.models.scorer_encoder import ScorerEncoder
+    from genview.scoring import PairScorer
+    from services.scorer.worker import ScorerWorker
+
+    scorer = PairScorer(ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache),
+                        settings.max_score_pairs)
+    queue = open_scorer_queue(settings)
+    worker = ScorerWorker(scorer, queue, store or ObjectStore.from_settings(settings), settings.basis_refresh_s)
+    return ServiceWorker(ROLE, queue, worker.handle)

@@ -1,0 +1,37 @@
+"""Uploaded files: bounded reads, and image work off the event loop with every decoder failure a 400."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+from fastapi import UploadFile
+
+from genview.images import ImageRejected
+from services.errors import ApiError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def read_upload(upload: UploadFile, max_bytes: int, field: str) -> bytes:
+    """The bytes of a multipart file field, refusing more than `max_bytes`."""
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ApiError(413, "upload_too_large", f"{field} is larger than {max_bytes} bytes")
+    return data
+
+
+async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:
+    """Run decoding/resizing `fn(*args)` in a worker thread; any image-library error becomes a 400 JSON answer."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except (ImageRejected, ApiError):
+        raise
+    except MemoryError as exc:
+        raise ApiError(413, "image_too_large", f"{field} needs too much memory to decode") from exc
+    except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, struct.error, …)
+        log.info("%s rejected by the image library", field, exc_info=True)
+        raise ApiError(400, "undecodable_image", f"{field} could not be decoded ({type(exc).__name__})") from exc

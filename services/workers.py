@@ -1,0 +1,30 @@
+"""A service worker ready to run: its queue, its batch handler and its role (for logs and consumer names)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from genview.queue import Delivery, JobQueue
+from genview.settings import Settings
+from services.worker_loop import consumer_name, run_worker
+
+
+@dataclass
+class ServiceWorker:
+    """What `build_worker(settings)` of each service returns; `run` serves until `stop` is set."""
+
+    role: str
+    queue: JobQueue
+    handle: Callable[[list[Delivery]], None]
+
+    def run(self, settings: Settings, stop: threading.Event) -> None:
+        run_worker(self.queue, self.handle, consumer_name(self.role), settings.max_batch_size,
+                   settings.max_batch_wait_ms, stop)
+
+    def start(self, settings: Settings, stop: threading.Event) -> threading.Thread:
+        """`run` in a daemon thread (the embedded mode)."""
+        thread = threading.Thread(target=self.run, args=(settings, stop), name=f"{self.role}-worker", daemon=True)
+        thread.start()
+        return thread
