@@ -93,7 +93,7 @@ RECIPES: dict[tuple[str, str, int | None], dict[str, Any]] = {
     ("mocov3", "resnet", 1000): dict(base_lr=0.3, weight_decay=1.5e-6, momentum=0.996),
     ("mocov3", "vit", None): dict(optimizer="adamw", base_lr=1.5e-4, weight_decay=0.1, warmup_epochs=40,
                                   temperature=0.2, momentum=0.99, dim=256, hidden=4096, pred_hidden=4096,
-                                  mocov3_vit=True, crops=_pair(0.08, BYOL_JITTER, True)),
+                                  mocov3_vit=True, vit_heads=12, crops=_pair(0.08, BYOL_JITTER, True)),
     ("byol", "resnet", None): dict(**LARS_EXCLUDING, base_lr=0.2, weight_decay=1.5e-6, warmup_epochs=10,
                                    momentum=0.996, dim=256, hidden=4096, pred_hidden=4096, zero_init_residual=True,
                                    crops=_pair(0.08, BYOL_JITTER, True)),
