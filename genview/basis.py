@@ -11,6 +11,10 @@ from genview.store import ObjectNotFound, ObjectStore, pca_key
 PER_IMAGE = "per-image"
 
 
+class BasisRequired(ValueError):
+    """A fitted (or imported) global PCA basis is needed and none is there, and per-image was not asked for."""
+
+
 def save_basis(store: ObjectStore, encoder_id: str, basis: PCABasis) -> str:
     """Write (replace) the basis of an encoder; returns its store key."""
     key = pca_key(encoder_id)

@@ -8,6 +8,8 @@ import httpx
 import torch
 from safetensors.torch import save
 
+from genview.schemas import BasisFitResult, BasisInfo, BatchScoreResult, JobDocument
+
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -46,18 +48,34 @@ class ServiceClient:
 class GeneratorClient(ServiceClient):
     """`POST /generate` and `GET /views/…`."""
 
-    def generate(self, image: bytes, wait_s: float = 600.0, **fields) -> dict:
+    def generate(self, image: bytes, wait_s: float = 600.0, **fields) -> JobDocument:
         """The finished job document of one image (waits for it)."""
         data = {k: str(v) for k, v in fields.items() if v is not None}
-        doc = self.request("POST", "/generate", params={"wait": "true", "timeout": str(wait_s)},
-                           files={"image": ("image", image)}, data=data).json()
+        doc = JobDocument.model_validate(self.request(
+            "POST", "/generate", params={"wait": "true", "timeout": str(wait_s)},
+            files={"image": ("image", image)}, data=data).json())
         deadline = time.monotonic() + wait_s
-        while doc["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        while doc.status not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(1.0)
-            doc = self.request("GET", f"/jobs/{doc['job_id']}").json()
-        if doc["status"] != "done":
-            raise ServiceUnavailable(f"generation job {doc['job_id']} ended {doc['status']}: {doc.get('error')}")
+            doc = JobDocument.model_validate(self.request("GET", f"/jobs/{doc.job_id}").json())
+        if doc.status != "done":
+            raise ServiceUnavailable(f"generation job {doc.job_id} ended {doc.status}: {doc.error}")
         return doc
+
+    def basis(self) -> BasisInfo:
+        """The PCA basis the generator keys requests on now."""
+        return BasisInfo.model_validate(self.request("GET", "/basis").json())
+
+    def fit_basis(self, num: int, keys: list[str] | None = None, wait_s: float = 3600.0) -> BasisFitResult:
+        """Fit the generator's PCA basis on the server (`POST /basis/fit`) and wait for the result."""
+        job = self.request("POST", "/basis/fit", json={"num": num, "keys": keys}).json()
+        deadline = time.monotonic() + wait_s
+        while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = self.request("GET", f"/jobs/{job['job_id']}").json()
+        if job["status"] != "done":
+            raise ServiceUnavailable(f"basis fit job {job['job_id']} ended {job['status']}: {job.get('error')}")
+        return BasisFitResult.model_validate(job["result"])
 
     def view(self, key: str) -> bytes:
         """The bytes of a generated view by its store key."""
@@ -67,8 +85,8 @@ class GeneratorClient(ServiceClient):
 class ScorerClient(ServiceClient):
     """`POST /score/batch`."""
 
-    def score_batch(self, pairs: torch.Tensor, gamma: float = 1.0) -> dict:
-        """{s_f, s_b, q, w} of uint8 pairs [N, 2, H, W, 3]."""
-        return self.request("POST", "/score/batch", params={"gamma": str(gamma)},
-                            content=save({"pairs": pairs.contiguous()}),
-                            headers={"Content-Type": "application/octet-stream"}).json()
+    def score_batch(self, pairs: torch.Tensor, gamma: float = 1.0) -> BatchScoreResult:
+        """s_f, s_b, q, w of uint8 pairs [N, 2, H, W, 3]."""
+        return BatchScoreResult.model_validate(self.request(
+            "POST", "/score/batch", params={"gamma": str(gamma)}, content=save({"pairs": pairs.contiguous()}),
+            headers={"Content-Type": "application/octet-stream"}).json())

@@ -1,17 +1,36 @@
-"""Fitting the PCA foreground basis of an encoder on a sample of the user's images (DESIGN §3, §6)."""
+"""Fitting (or importing) an encoder's PCA foreground basis on a sample of the user's images (DESIGN §3, §6)."""
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
+import fsspec
+import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from genview.basis import save_basis
 from genview.image_files import read_bytes
 from genview.images import load_rgb
-from genview.method.pca import FG_FRACTION, PCABasis, PCAFitter
+from genview.method.pca import FG_FRACTION, PCABasis, PCAFitter, basis_from_official
+from genview.schemas import BasisFitResult, FitBasisJob
+from genview.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class TokenEncoder(Protocol):
+    """What a basis is fitted for: the generator's image encoder or the scorer's encoder."""
+
+    encoder_id: str
+    dim: int
+    grid: int
+
+    def tokens(self, images: list) -> torch.Tensor: ...
 
 
 def sample_paths(paths: Sequence[str], num: int, seed: int = 0) -> list[str]:
@@ -20,15 +39,71 @@ def sample_paths(paths: Sequence[str], num: int, seed: int = 0) -> list[str]:
     return paths if len(paths) <= num else random.Random(seed).sample(paths, num)
 
 
+def fit_on_batches(batches: Iterable[list], encode_tokens: Callable[[list], torch.Tensor], dim: int, grid: int,
+                   fg_fraction: float = FG_FRACTION) -> tuple[PCABasis, int]:
+    """Stream image batches through `encode_tokens` (→ [B, grid², dim]) into one PCA fit; (basis, images)."""
+    fitter = PCAFitter(dim, grid)
+    for images in batches:
+        if images:
+            fitter.update(encode_tokens(images))
+    return fitter.fit(fg_fraction), fitter.num_images
+
+
 def fit_basis(paths: Sequence[str], encode_tokens: Callable[[list[Image.Image]], torch.Tensor], dim: int,
               grid: int, fg_fraction: float = FG_FRACTION, batch_size: int = 16, max_pixels: int = 40_000_000,
               progress: bool = True) -> PCABasis:
-    """Stream the images through `encode_tokens` (→ [B, grid², dim]) into one PCA fit."""
-    fitter = PCAFitter(dim, grid)
+    """Fit on image files or URLs, `batch_size` at a time, with a progress bar."""
     bar = tqdm(total=len(paths), unit="img", desc="fit-pca", disable=not progress)
-    for i in range(0, len(paths), batch_size):
-        images = [load_rgb(read_bytes(p), max_pixels) for p in paths[i:i + batch_size]]
-        fitter.update(encode_tokens(images))
-        bar.update(len(images))
+
+    def batches():
+        for i in range(0, len(paths), batch_size):
+            images = [load_rgb(read_bytes(p), max_pixels) for p in paths[i:i + batch_size]]
+            yield images
+            bar.update(len(images))
+
+    basis, _ = fit_on_batches(batches(), encode_tokens, dim, grid, fg_fraction)
     bar.close()
-    return fitter.fit(fg_fraction)
+    return basis
+
+
+def decode_image(data: bytes, max_pixels: int) -> list:
+    """A stored input as a list of images to fit on (one image)."""
+    return [load_rgb(data, max_pixels)]
+
+
+def run_fit_job(payload: dict, store: ObjectStore, encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
+                max_pixels: int = 40_000_000, batch_size: int = 16,
+                decode: Callable[[bytes, int], list] = decode_image) -> BasisFitResult:
+    """A `fit-basis` queue job: fit on the given input keys (or a seeded sample of `num` stored inputs), save it.
+
+    Inputs that `decode` cannot read are skipped (the store's `inputs/` may hold other kinds of bodies);
+    ValueError when none is readable.
+    """
+    job = FitBasisJob.model_validate(payload)
+    keys = job.keys if job.keys is not None else sample_paths(store.list("inputs"), job.num)
+
+    def batches():
+        images: list = []
+        for key in keys:
+            try:
+                images.extend(decode(store.get(key), max_pixels))
+            except Exception as exc:  # unreadable or not an image: skip it, say so
+                log.info("basis fit skips %s: %s: %s", key, type(exc).__name__, exc)
+            if len(images) >= batch_size:
+                yield images
+                images = []
+        yield images
+
+    basis, count = fit_on_batches(batches(), encoder.tokens, encoder.dim, encoder.grid, fg_fraction)
+    key = save_basis(store, encoder.encoder_id, basis)
+    return BasisFitResult(encoder_id=encoder.encoder_id, basis_id=basis.fingerprint, key=key, images=count,
+                          threshold=basis.threshold)
+
+
+def import_official(vectors: str, mean: str, threshold: float) -> PCABasis:
+    """A basis from the official repository's `pca_vectors.npy` and `mean_vectors.npy` (local paths or URLs)."""
+    arrays = []
+    for path in (vectors, mean):
+        with fsspec.open(path, "rb") as f:
+            arrays.append(np.load(f, allow_pickle=False))
+    return basis_from_official(arrays[0], arrays[1], threshold)

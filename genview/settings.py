@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     fg_fraction: float = Field(FG_FRACTION, gt=0, lt=1, description="foreground share of tokens for PCA threshold")
     view_format: Literal["png", "webp", "jpeg"] = Field("png", description="encoding of stored views")
     view_quality: int = Field(95, ge=1, le=100, description="quality of webp/jpeg views")
-    encode_threads: int = Field(4, ge=1, description="generator worker threads for decoding, encoding and storing")
+    encode_threads: int = Field(4, ge=0, description="generator worker threads that decode, encode and store while the model runs (0: serial)")
 
     @property
     def api_key_set(self) -> frozenset[str]:

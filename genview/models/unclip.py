@@ -97,6 +97,15 @@ class UnclipGenerator:
     def device(self) -> torch.device:
         return self.pipe.image_encoder.device
 
+    @property
+    def dim(self) -> int:
+        """Width of the patch tokens."""
+        return self.pipe.image_encoder.config.hidden_size
+
+    def tokens(self, images: list[Image.Image]) -> torch.Tensor:
+        """The Eq. 7 patch tokens [B, grid², dim] (for PCA fitting)."""
+        return self.encode(images).tokens
+
     @torch.no_grad()
     def encode(self, images: list[Image.Image]) -> EncodedImages:
         """One encoder pass: image embeddings for conditioning and the patch tokens for Eq. 7.

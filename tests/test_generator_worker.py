@@ -1,0 +1,116 @@
+"""The generator worker in one process (memory queue, file store): pipelined = serial bytes, failures, basis fits."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from genview.basis import BasisCache
+from genview.models.unclip import UnclipGenerator
+from genview.queue import MemoryJobQueue
+from genview.schemas import BasisFitResult, GenerationParams, GenerationResult
+from genview.settings import Settings
+from genview.store import ObjectStore, input_key, sha256_hex
+from genview.view_encoding import ViewEncoding
+from services.generator.worker import GeneratorWorker
+from tests.helpers import png_bytes
+
+
+@pytest.fixture(scope="module")
+def generator(model_cache):
+    return UnclipGenerator.load("tiny", "cpu", model_cache)
+
+
+def _worker(generator, tmp_path, name: str, encoding: ViewEncoding | None = None, **settings) -> GeneratorWorker:
+    config = Settings(model="tiny", device="cpu", store_url=f"file://{tmp_path / name}", max_batch_size=2,
+                      basis_refresh_s=0, **settings)
+    queue = MemoryJobQueue("generate", max_deliveries=config.max_deliveries)
+    return GeneratorWorker(config, generator, queue, ObjectStore(config.store_url), encoding)
+
+
+def _submit(worker: GeneratorWorker, seeds: range, noise: str = "auto:per-image", basis: str = "per-image") -> list:
+    ids = []
+    for seed in seeds:
+        data = png_bytes(48, 40, seed=seed)
+        sha = sha256_hex(data)
+        worker.store.put(input_key(sha), data)
+        params = GenerationParams(model="tiny", noise=noise, basis=basis, steps=2, size=32, num_views=2, seed=0)
+        ids.append(worker.queue.submit(params.to_payload(sha))[0])
+    return ids
+
+
+def _drain(worker: GeneratorWorker) -> None:
+    while batch := worker.queue.claim("test", 4, 0):
+        worker.handle(batch)
+    worker.wait_stored()
+
+
+def _view_bytes(worker: GeneratorWorker, job_ids: list[str]) -> list[bytes]:
+    out = []
+    for job_id in job_ids:
+        job = worker.queue.get(job_id)
+        assert job.status == "done", job.error
+        result = GenerationResult.model_validate(job.result)
+        out += [worker.store.get(v.key) for v in result.views] + [worker.store.get(result.fg_map)]
+    return out
+
+
+def test_pipelined_worker_writes_the_same_bytes_as_the_serial_path(generator, tmp_path):
+    serial = _worker(generator, tmp_path, "serial", encode_threads=0)
+    piped = _worker(generator, tmp_path, "piped", encode_threads=3)
+    a, b = _submit(serial, range(3)), _submit(piped, range(3))
+    _drain(serial)
+    _drain(piped)
+    assert _view_bytes(serial, a) == _view_bytes(piped, b)
+    assert 0.0 <= piped.idle.ratio() < 1.0 and serial.idle.ratio() > 0.0
+    piped.close()
+
+
+class BrokenEncoding(ViewEncoding):
+    def encode(self, img: Image.Image) -> bytes:
+        raise OSError("disk full")
+
+
+def test_every_delivery_is_failed_when_encoding_raises_in_the_pool(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "broken", BrokenEncoding(), encode_threads=2, max_deliveries=1)
+    ids = _submit(worker, range(3))
+    _drain(worker)
+    jobs = [worker.queue.get(i) for i in ids]
+    assert [j.status for j in jobs] == ["failed"] * 3 and all("disk full" in j.error for j in jobs)
+    worker.close()
+
+
+def test_a_shut_down_pool_still_completes_every_delivery(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "closed", encode_threads=2)
+    worker.pool.shutdown()
+    ids = _submit(worker, range(3))
+    _drain(worker)
+    assert all(worker.queue.get(i).status == "done" for i in ids)
+
+
+def test_adaptive_job_without_basis_fails_and_a_fit_job_makes_it_work(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "fit", encode_threads=0, max_deliveries=1)
+    [refused] = _submit(worker, range(1), noise="adaptive", basis="per-image")
+    _drain(worker)
+    assert worker.queue.get(refused).status == "failed" and "fit-pca" in worker.queue.get(refused).error
+    _submit(worker, range(1, 4))  # more stored inputs to fit on
+    fit_id, _ = worker.queue.submit({"kind": "fit-basis", "num": 10, "keys": None, "tenant": "t"})
+    _drain(worker)
+    fit = worker.queue.get(fit_id)
+    assert fit.status == "done", fit.error
+    result = BasisFitResult.model_validate(fit.result)
+    basis = BasisCache(worker.store, generator.encoder_id).current()
+    assert result.images == 4 and result.basis_id == basis.fingerprint and result.key == "pca/generator-tiny.safetensors"
+    [ok] = _submit(worker, range(9, 10), noise="adaptive", basis=basis.fingerprint)
+    _drain(worker)
+    done = GenerationResult.model_validate(worker.queue.get(ok).result)
+    assert done.fg_basis == "fitted" and done.basis_id == basis.fingerprint
+
+
+def test_view_format_webp(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "webp", encode_threads=0, view_format="webp", view_quality=80)
+    [job] = _submit(worker, range(1))
+    _drain(worker)
+    result = GenerationResult.model_validate(worker.queue.get(job).result)
+    assert all(v.key.endswith(".webp") for v in result.views)
+    assert worker.store.get(result.views[0].key)[8:12] == b"WEBP"
