@@ -22,7 +22,7 @@ class DictSource:
     def __init__(self, views: dict[str, bytes], phash: str = "p1"):
         self.views, self.phash, self.down, self.fetched = views, phash, False, []
 
-    def check(self, paths):
+    def check(self):
         pass
 
     def key(self, path, image):
@@ -74,7 +74,7 @@ def test_unreachable_generator_is_refused_within_seconds():
     source = ServiceViewSource(f"http://127.0.0.1:{free_port()}", parse_noise_policy("constant:100"), 2, 40, 0)
     start = time.monotonic()
     with pytest.raises(SourceNotReady, match="unreachable"):
-        source.check([])
+        source.check()
     assert time.monotonic() - start < 5
     source.close()
 
@@ -178,16 +178,16 @@ def test_manifest_source_checks_the_store_and_detects_changed_images(images, tmp
     store = ObjectStore(f"file://{tmp_path / 'store'}")
     root = str(tmp_path / "data")
     source = ManifestViewSource(_manifest(tmp_path, images, store), root, store)
-    source.check(images)
+    source.check()
     image = open(images[3], "rb").read()
     assert source.key(images[3], image) == content_key(image, "a" * 32)
     assert source.fetch(images[3], image) == store.get(f"views/{sha256_hex(image)}/{'a' * 32}/0.png")
 
     empty = ObjectStore(f"file://{tmp_path / 'empty-store'}")
     with pytest.raises(SourceNotReady, match="does not hold"):
-        ManifestViewSource(str(tmp_path / "manifest.jsonl"), root, empty).check(images)
+        ManifestViewSource(str(tmp_path / "manifest.jsonl"), root, empty).check()
     with pytest.raises(SourceNotReady, match="missing or empty"):
-        ManifestViewSource(str(tmp_path / "none.jsonl"), root, store).check(images)
+        ManifestViewSource(str(tmp_path / "none.jsonl"), root, store).check()
     stale = ManifestViewSource(_manifest(tmp_path, images, store, wrong_sha=True), root, store)
     with pytest.raises(ViewMissing, match="changed"):
         stale.fetch(images[3], image)

@@ -1,17 +1,16 @@
-"""Training data: image lists with optional class labels, and the GenView pair dataset (Eq. 6)."""
+"""Training data: image lists with optional class labels (listed once, on rank 0), and labelled eval sets."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
+import torch.distributed
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
 from genview.image_files import list_images, read_bytes
-from genview.images import load_rgb
-from trainer.views import ViewCache
+from genview.training.pairs import decode
+from trainer import dist
 
 
 @dataclass
@@ -21,6 +20,10 @@ class ImageSet:
     paths: list[str]
     labels: list[int] | None
     classes: list[str]
+
+    def subset(self, indices: list[int]) -> ImageSet:
+        labels = None if self.labels is None else [self.labels[i] for i in indices]
+        return ImageSet([self.paths[i] for i in indices], labels, self.classes)
 
 
 def image_set(source: str) -> ImageSet:
@@ -38,39 +41,28 @@ def image_set(source: str) -> ImageSet:
     return ImageSet(paths, [index[c] for c in parents], classes)
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A per-(run, epoch, image) seed, independent of worker count and order."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()[:8], "little") >> 1
+def shared_image_set(source: str) -> ImageSet:
+    """`image_set` listed by rank 0 only and broadcast to the other ranks (one listing of a large bucket)."""
+    if not dist.is_distributed():
+        return image_set(source)
+    box: list[ImageSet | str | None] = [None]
+    if dist.rank() == 0:
+        try:
+            box[0] = image_set(source)
+        except ValueError as exc:  # every rank must fail the same way, not wait for a broadcast
+            box[0] = str(exc)
+    torch.distributed.broadcast_object_list(box, src=0)
+    if isinstance(box[0], str):
+        raise ValueError(box[0])
+    return box[0]
 
 
-def decode(data: bytes, max_pixels: int = 40_000_000) -> torch.Tensor:
-    """Image bytes → upright RGB uint8 [3, H, W]."""
-    return TF.pil_to_tensor(load_rgb(data, max_pixels))
-
-
-class PairDataset(Dataset):
-    """(t(X_i), t⁺(X_i⁺ or X_i), i, generated?, fell back?) — the generated view with probability α (Eq. 6)."""
-
-    def __init__(self, paths: list[str], t, t_plus, views: ViewCache | None, alpha: float = 1.0, seed: int = 0):
-        self.paths, self.t, self.t_plus, self.views, self.alpha, self.seed = paths, t, t_plus, views, alpha, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        original = decode(read_bytes(self.paths[index]))
-        rng = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
-        want_generated = self.views is not None and float(torch.rand((), generator=rng)) < self.alpha
-        view, fell_back = original, False
-        if want_generated:
-            data = self.views.wait(index)
-            if data is None:
-                fell_back = True
-            else:
-                view = decode(data)
-        torch.manual_seed(sample_seed(self.seed + 1, self.epoch, index))  # augmentations, per sample
-        return self.t(original), self.t_plus(view), index, want_generated and not fell_back, fell_back
+def held_out(images: ImageSet, size: int, seed: int = 0) -> ImageSet:
+    """A fixed random sample of at most `size` labelled images (the kNN monitor without `--val-data`)."""
+    if len(images.paths) <= size:
+        return images
+    order = torch.randperm(len(images.paths), generator=torch.Generator().manual_seed(seed))[:size]
+    return images.subset(sorted(order.tolist()))
 
 
 class EvalDataset(Dataset):
@@ -84,4 +76,3 @@ class EvalDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.transform(decode(read_bytes(self.images.paths[index]))), self.images.labels[index]
-

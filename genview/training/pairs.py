@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from genview.image_files import read_bytes
 from genview.images import load_rgb
+from genview.training.augment import CropSpec, transforms_for
 from genview.training.views import ViewCache, ViewSource
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -24,6 +25,12 @@ class Crop:
 
     transform: Transform
     source: Literal["original", "generated"]
+
+
+def crops_for(spec: CropSpec) -> list[Crop]:
+    """A method's crop list: t(X_i), t⁺(X_i⁺), then `local_count` local crops of the original (SwAV multi-crop)."""
+    t, t_plus, local = transforms_for(spec)
+    return [Crop(t, "original"), Crop(t_plus, "generated"), *[Crop(local, "original")] * spec.local_count]
 
 
 def positive_views(original: torch.Tensor, view: torch.Tensor, crops: Sequence[Crop]) -> list[torch.Tensor]:

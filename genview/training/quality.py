@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from genview.basis import BasisCache, save_basis
 from genview.client import ScorerClient
-from genview.method.quality import quality_weights
-from genview.models.scorer_encoder import ScorerEncoder
 from genview.pca_fit import fit_basis, sample_paths
-from genview.scoring import PairScorer
 from genview.store import ObjectStore
 from genview.training.views import ready_check
+
+if TYPE_CHECKING:  # the encoder stack (open_clip) loads only for --scorer local
+    from genview.models.scorer_encoder import ScorerEncoder
+    from genview.scoring import PairScorer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class QualityScorer:
             extra = {} if fg_fraction is None else {"fg_fraction": fg_fraction}
             basis = fit_basis(sample, encoder.tokens, encoder.dim, encoder.grid, progress=False, **extra)
             save_basis(store, encoder.encoder_id, basis)
+        from genview.scoring import PairScorer
+
         return cls(local=PairScorer(encoder), basis=basis)
 
     def q(self, pairs: torch.Tensor) -> torch.Tensor:
@@ -57,11 +61,6 @@ class QualityScorer:
         if self.client is not None:
             return torch.tensor(self.client.score_batch(pairs)["q"])
         return self.local.score(pairs, self.basis).q
-
-    def weights(self, pairs: torch.Tensor, gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q, w = n·softmax(γq)) of one batch of pairs (Eq. 13)."""
-        q = self.q(pairs)
-        return q, quality_weights(q, gamma)
 
     def close(self) -> None:
         if self.client is not None:

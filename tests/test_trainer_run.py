@@ -1,0 +1,161 @@
+"""The trainer in-process: run folders (local and S3), refusals that come at once, precision, config.yaml."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from genview.settings import get_settings
+from genview.store import ObjectStore, sha256_hex
+from tests.helpers import free_port, png_bytes
+from trainer import run as trainer_run
+from trainer.checkpoint import RunFolder
+
+TINY = ["--method", "simclr", "--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0",
+        "--seed", "3", "--device", "cpu", "--knn-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """16 images in two class folders."""
+    root = tmp_path_factory.mktemp("images")
+    for c in range(2):
+        (root / f"class{c}").mkdir()
+        for i in range(8):
+            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(48, 40, seed=200 + 10 * c + i))
+    return root
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set GENVIEW_* variables for this test; the cached settings are re-read."""
+    def set_env(**values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(f"GENVIEW_{key.upper()}", value)
+        get_settings.cache_clear()
+    yield set_env
+    get_settings.cache_clear()
+
+
+def _main(*argv: str) -> int:
+    try:
+        trainer_run.main(list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+def _steps(text: str) -> list[dict]:
+    return [r for r in map(json.loads, text.splitlines()) if "loss" in r]
+
+
+def test_existing_run_folder_is_refused_without_resume(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("epochs: 1\n")
+    assert _main("--data", str(images), "--out", str(out), "--no-quality", *TINY) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"trainer: {out} already holds a run: pass --resume to continue it, or choose another --out"
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_fp16_is_refused_on_the_cpu(images, tmp_path, capsys):
+    assert _main("--data", str(images), "--out", str(tmp_path / "run"), "--precision", "fp16", *TINY) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err
+
+
+def test_unreachable_generator_fails_within_seconds(images, tmp_path, capsys):
+    start = time.monotonic()
+    code = _main("--data", str(images), "--out", str(tmp_path / "run"), "--no-quality", *TINY,
+                 "--generator-url", f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and time.monotonic() - start < 10
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("trainer: generator at http://127.0.0.1:")
+
+
+def _manifest(tmp_path: Path, images: Path, store: ObjectStore, with_views: int) -> Path:
+    """A manifest of every image whose store holds the views of only the first `with_views` rows."""
+    rows = []
+    for i, path in enumerate(sorted(images.rglob("*.png"))):
+        sha = sha256_hex(path.read_bytes())
+        key = f"views/{sha}/{'b' * 32}/0.png"
+        if i < with_views:
+            store.put(key, png_bytes(40, 40, seed=900 + i))
+        rows.append({"path": str(path.relative_to(images)), "sha256": sha, "views": [key]})
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def test_manifest_without_views_fails_at_start_and_missing_views_fail_wait_mode(images, tmp_path, capsys,
+                                                                                settings_env):
+    settings_env(store_url=f"file://{tmp_path / 'store'}")
+    store = ObjectStore(f"file://{tmp_path / 'store'}")
+    manifest = _manifest(tmp_path, images, store, with_views=0)
+    args = ["--data", str(images), "--manifest", str(manifest), "--no-quality", *TINY, "--epochs", "1"]
+    assert _main("--out", str(tmp_path / "a"), *args) == 1
+    assert "does not hold views/" in capsys.readouterr().err.strip().splitlines()[-1]
+
+    _manifest(tmp_path, images, store, with_views=8)  # the first rows pass the start check, later ones are absent
+    assert _main("--out", str(tmp_path / "b"), *args) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("trainer: view of ") and "does not hold" in last
+
+
+@pytest.mark.slow
+def test_fallback_mode_reports_the_fraction_and_fails_beyond_the_limit(images, tmp_path, capsys, settings_env):
+    settings_env(store_url=f"file://{tmp_path / 'store'}")
+    manifest = _manifest(tmp_path, images, ObjectStore(f"file://{tmp_path / 'store'}"), with_views=8)
+    args = ["--data", str(images), "--manifest", str(manifest), "--no-quality", *TINY, "--epochs", "1",
+            "--on-missing-view", "fallback"]
+    assert _main("--out", str(tmp_path / "a"), *args, "--max-fallback-fraction", "1") == 0
+    err = capsys.readouterr().err
+    assert "fallback fraction 0.5000" in err
+    steps = _steps((tmp_path / "a" / "metrics.jsonl").read_text())
+    assert sum(r["fallbacks"] for r in steps) == 8 and sum(r["generated_fraction"] for r in steps) == 1.0
+    assert _main("--out", str(tmp_path / "b"), *args) == 1
+    assert "50.00% of the generated views fell back" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_bf16_on_the_cpu_trains_with_finite_losses(images, tmp_path):
+    out = tmp_path / "run"
+    assert _main("--data", str(images), "--out", str(out), "--no-quality", *TINY, "--epochs", "1",
+                 "--precision", "bf16") == 0
+    steps = _steps((out / "metrics.jsonl").read_text())
+    assert len(steps) == 2 and all(math.isfinite(r["loss"]) for r in steps)
+    assert RunFolder(str(out)).read_config()["precision"] == "bf16"
+
+
+@pytest.mark.slow
+def test_config_yaml_reloads_with_flags_on_top_and_a_finished_run_says_so(images, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert _main("--data", str(images), "--out", str(first), "--no-quality", *TINY, "--epochs", "1",
+                 "--gamma", "0.5") == 0
+    second = tmp_path / "second"
+    assert _main("--config", str(first / "config.yaml"), "--out", str(second), "--seed", "4") == 0
+    config = RunFolder(str(second)).read_config()
+    assert config["gamma"] == 0.5 and config["seed"] == 4 and config["out"] == str(second)
+    capsys.readouterr()
+    assert _main("--out", str(second), "--resume") == 0  # the run's own config.yaml supplies the rest
+    assert "is finished (1 of 1 epochs)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_s3_run_folder_resumes_on_a_fresh_node_exactly(images, tmp_path, s3_bucket, s3_endpoint, settings_env):
+    settings_env(s3_endpoint_url=s3_endpoint)
+    args = ["--data", str(images), "--no-quality", *TINY, "--epochs", "2"]
+    assert _main("--out", str(tmp_path / "full"), *args) == 0
+    full = _steps((tmp_path / "full" / "metrics.jsonl").read_text())
+    out = f"{s3_bucket}/run"
+    assert _main("--out", out, "--work-dir", str(tmp_path / "node1"), *args, "--stop-after-epochs", "1") == 0
+    folder = RunFolder(out)
+    assert folder.load_checkpoint()["epoch"] == 0 and folder.read_config()["epochs"] == 2
+    assert _main("--out", out, "--resume", "--work-dir", str(tmp_path / "node2")) == 0
+    resumed = _steps(folder.fs.cat_file(folder.path("metrics.jsonl")).decode())
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(full, resumed):  # the steps after the resume match the uninterrupted run
+        for key in ("loss", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (key, a, b)
