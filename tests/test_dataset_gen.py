@@ -18,6 +18,8 @@ from genview.store import ObjectStore
 from tests.helpers import png_bytes
 from tests.procs import genview_cmd, service_env, start_api, start_worker
 
+pytestmark = pytest.mark.slow  # end-to-end: generator processes, generate-dataset and trainer runs
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 
 import httpx
+import pytest
 
 from tests.helpers import png_bytes
 from tests.procs import genview_cmd, service_env, start_api
 
 
+@pytest.mark.slow
 def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
                       store_url=f"file://{tmp_path / 'data'}")
@@ -31,6 +33,7 @@ def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
         proc.stop()
 
 
+@pytest.mark.slow
 def test_serve_without_gpu_says_what_to_run_instead(model_cache):
     env = service_env(device="cpu", model_cache=model_cache)
     done = subprocess.run(genview_cmd("serve"), env=env, capture_output=True, text=True, timeout=120)

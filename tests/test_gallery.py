@@ -184,6 +184,7 @@ def _chromium(exe: str, profile, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_gallery_renders_in_headless_chromium(tmp_path):
     exe = shutil.which("chromium")
     if exe is None:

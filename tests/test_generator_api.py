@@ -100,6 +100,7 @@ def test_readyz_reports_an_unreachable_store(s3_endpoint, monkeypatch):
     assert r.status_code == 503 and "store" in r.json()["detail"]
 
 
+@pytest.mark.slow
 def test_fit_pca_basis_is_used_for_adaptive_levels(embedded, generator, model_cache, tmp_path):
     client, _, store, worker, drain, settings = embedded
     folder = tmp_path / "images" / "nested"

@@ -17,6 +17,8 @@ from genview.store import ObjectStore, sha256_hex
 from tests.helpers import png_bytes
 from tests.procs import service_env, start_api, start_worker
 
+pytestmark = pytest.mark.slow  # end-to-end: API and worker processes on Redis
+
 FAST = {"steps": "2", "size": "48", "noise_level": "auto:per-image"}
 
 

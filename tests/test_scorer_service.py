@@ -19,6 +19,8 @@ from services.scorer.pairs import pair_from_images
 from tests.helpers import png_bytes
 from tests.procs import genview_cmd, service_env, start_api, start_worker
 
+pytestmark = pytest.mark.slow  # end-to-end: API and worker processes on Redis
+
 
 @pytest.fixture(scope="module")
 def scorer_service(redis_url, model_cache, tmp_path_factory):
