@@ -19,7 +19,7 @@ import httpx
 import torch
 from safetensors.torch import save
 
-from genview.method.foreground import fit_pca_basis
+from genview.method.pca import fit_pca_basis
 from genview.models.scorer_encoder import SCORER_IMAGE_SIZE, ScorerEncoder
 from genview.queue import MemoryJobQueue
 from genview.scoring import PairScorer
@@ -38,11 +38,11 @@ def sync() -> None:
 
 
 def in_process(scorer: PairScorer, pairs: torch.Tensor, requests: int, basis=None) -> float:
-    scorer.score(pairs, basis)  # warm-up
+    scorer.score(pairs, basis, per_image=basis is None)  # warm-up
     sync()
     start = time.perf_counter()
     for _ in range(requests):
-        scorer.score(pairs, basis)
+        scorer.score(pairs, basis, per_image=basis is None)
     sync()
     return requests * pairs.shape[0] / (time.perf_counter() - start)
 
@@ -104,7 +104,7 @@ def main() -> None:
     result["in_process_fitted_basis_pairs_per_s"] = in_process(scorer, pairs, args.requests, basis)
     result["service_pairs_per_s"] = through_service(scorer, pairs, args.requests, args.concurrency)
     result["service_over_in_process"] = result["service_pairs_per_s"] / result["in_process_pairs_per_s"]
-    emit(result, args.out)
+    emit(result, args.out, encoder.device)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,11 @@ class ScorerEncoder:
         return cls(model, str(name), SCORER_IMAGE_SIZE, cfg.get("mean", open_clip.OPENAI_DATASET_MEAN),
                    cfg.get("std", open_clip.OPENAI_DATASET_STD))
 
+    def compile(self) -> None:
+        """torch.compile the feature-map forward (CUDA only; the first batch of each shape compiles)."""
+        if self.device.type == "cuda":
+            self._feature_map = torch.compile(self._feature_map)
+
     def _resize_crop(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] → shorter side resized to S (bicubic, antialiased), then centre-cropped to S×S."""
         if x.shape[-2:] == (self.image_size, self.image_size):

@@ -1,0 +1,63 @@
+"""The environment every benchmark records: commit, date, device, library versions, CPU count, peak memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+LIBRARIES = ("torch", "diffusers", "transformers", "open_clip_torch", "torchvision")
+
+
+def _commit() -> str:
+    """HEAD of the repository, with '+dirty' when the working tree has changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def device_name(device: torch.device | str) -> str:
+    """The accelerator's name, or the CPU model."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment(device: torch.device | str) -> dict:
+    """What a result depends on, read from the machine (never typed by hand)."""
+    return {"commit": _commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "device": device_name(device), "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "python": platform.python_version(),
+            "versions": {name: _version(name) for name in LIBRARIES},
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+
+
+def peak_memory_gb(device: torch.device | str) -> float | None:
+    """Peak allocated accelerator memory since the last reset (None on the CPU)."""
+    device = torch.device(device)
+    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
