@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefetch-concurrency", type=int, default=8)
     p.add_argument("--gamma", type=float, default=1.0, help="γ of the quality softmax (Eq. 13)")
     p.add_argument("--global-weights", action="store_true", help="softmax over the global batch")
-    p.add_argument("--fit-num", type=int, default=256, help="images sampled to fit a missing scorer PCA basis")
+    p.add_argument("--fit-num", type=int, default=256,
+                   help="training images sampled to fit a missing generator (or local scorer) PCA basis")
     p.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -183,6 +184,8 @@ class Run:
             raise Refused(str(exc), 2) from None
         if args.scorer == "local":
             self.quality = self._local_quality()
+        if isinstance(self.source, ServiceViewSource):
+            self._fit_generator_basis()
         self.config = MethodConfig.from_dict(ckpt["method_config"]) if ckpt else self._method_config()
         self.cache = ViewCache(self.folder.local / "view-cache", scope=str(self.rank)) if self.source else None
         self.dataset = PairDataset(self.images.paths, crops_for(self.config.crops), self.source, self.cache,
@@ -244,6 +247,13 @@ class Run:
             return None
         source.check()
         return source
+
+    def _fit_generator_basis(self) -> None:
+        """Adaptive views need the generator's fitted basis: rank 0 fits a missing one on the training images."""
+        if self.rank == 0 and self.source.needs_basis:
+            self.source.fit_basis(self.images.paths, self.args.fit_num, self.args.seed)
+        barrier()
+        self.source.check()  # every rank keys views on the basis now served
 
     def _local_quality(self) -> QualityScorer:
         """`--scorer local`: the scorer encoder in this process, with a basis fitted on the training data if none."""

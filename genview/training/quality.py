@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from genview.basis import BasisCache, save_basis
+from genview.basis import PER_IMAGE, BasisCache, save_basis
 from genview.client import ScorerClient
 from genview.pca_fit import fit_basis, sample_paths
+from genview.schemas import BasisInfo
 from genview.store import ObjectStore
-from genview.training.views import ready_check
+from genview.training.views import SourceNotReady, ready_check
 
 if TYPE_CHECKING:  # the encoder stack (open_clip) loads only for --scorer local
     from genview.models.scorer_encoder import ScorerEncoder
@@ -39,6 +40,9 @@ class QualityScorer:
         """Score through the scorer service at `url` (checked with `/readyz`: SourceNotReady if not ready)."""
         client = ScorerClient(url, api_key=api_key)
         ready_check(client, "scorer", url)
+        if BasisInfo.model_validate(client.request("GET", "/score/basis").json()).basis_id == PER_IMAGE:
+            raise SourceNotReady(f"scorer at {url} has no fitted PCA basis: fit one (`genview fit-pca --encoder "
+                                 f"scorer` or POST /score/basis/fit), or use --scorer local, which fits it")
         return cls(client=client)
 
     @classmethod
@@ -59,7 +63,7 @@ class QualityScorer:
     def q(self, pairs: torch.Tensor) -> torch.Tensor:
         """Quality scores q [B] (Eq. 12) of uint8 pairs [B, 2, H, W, 3]."""
         if self.client is not None:
-            return torch.tensor(self.client.score_batch(pairs)["q"])
+            return torch.tensor(self.client.score_batch(pairs).q)
         return self.local.score(pairs, self.basis).q
 
     def close(self) -> None:

@@ -22,9 +22,11 @@ import httpx
 
 from genview.client import GeneratorClient, ServiceUnavailable
 from genview.dataset_gen import read_manifest
+from genview.basis import PER_IMAGE
 from genview.image_files import read_bytes
 from genview.method.noise import NoisePolicy
-from genview.store import ObjectStore, params_hash, sha256_hex
+from genview.pca_fit import sample_paths
+from genview.store import ObjectStore, input_key, params_hash, sha256_hex
 
 log = logging.getLogger(__name__)
 TRANSIENT = (ServiceUnavailable, OSError)  # worth retrying: the service or the store is down for a while
@@ -83,8 +85,35 @@ class ServiceViewSource:
     def check(self) -> None:
         """The generator answers `/readyz`; its model and basis become part of every content key."""
         ready_check(self.client, "generator", self.url)
-        basis = self.client.request("GET", "/basis").json()
-        self.phash = params_hash({**asdict(self.request), **basis})
+        self.phash = params_hash({**asdict(self.request), **self.client.basis().model_dump()})
+
+    @property
+    def needs_basis(self) -> bool:
+        """An adaptive policy against a generator with no fitted basis (it would answer 409 basis_required)."""
+        from genview.generation import uses_fitted_basis  # the generation stack loads only here
+
+        return uses_fitted_basis(self.policy) and self.client.basis().basis_id == PER_IMAGE
+
+    def fit_basis(self, paths: Sequence[str], num: int, seed: int = 0, timeout_s: float = 600.0) -> str:
+        """Fit the generator's basis on a sample of `paths` (`POST /basis/fit`) and wait until it serves it.
+
+        The API fits on inputs it stores; a sample image is stored by a one-step 16-px generation (cheap).
+        """
+        sample = sample_paths(paths, num, seed)
+        log.info("generator %s has no fitted PCA basis: fitting one on %d training images", self.url, len(sample))
+        keys = []
+        for path in sample:
+            image = read_bytes(path)
+            self.client.generate(image, noise_level="constant:0", steps=1, size=16, seed=seed)
+            keys.append(input_key(sha256_hex(image)))
+        fitted = self.client.fit_basis(len(keys), keys, wait_s=timeout_s).basis_id
+        deadline = time.monotonic() + timeout_s
+        while self.client.basis().basis_id != fitted:  # the API re-reads the store every basis_refresh_s
+            if time.monotonic() > deadline:
+                raise SourceNotReady(f"generator {self.url} did not pick up the fitted basis {fitted}")
+            time.sleep(0.5)
+        self.check()
+        return fitted
 
     def key(self, path: str, image: bytes) -> str:
         if self.phash is None:
@@ -93,7 +122,7 @@ class ServiceViewSource:
 
     def fetch(self, path: str, image: bytes) -> bytes:
         doc = self.client.generate(image, **asdict(self.request))
-        return self.client.view(doc["views"][0]["key"])
+        return self.client.view(doc.views[0].key)
 
     def close(self) -> None:
         self.client.close()
