@@ -16,6 +16,7 @@ from genview.method.losses import (
     negative_cosine,
     nt_xent,
     sinkhorn_knopp,
+    swapped_prediction,
     swav_loss,
     weighted_loss,
 )
@@ -367,3 +368,34 @@ def test_swav_gradient_flows_to_scores_not_codes():
 def test_shape_errors(call):
     with pytest.raises(ValueError):
         call()
+
+
+# ---------------------------------------------------------------- global negatives and multi-crop
+
+
+def test_info_nce_with_gathered_keys_equals_the_whole_batch():
+    # A "rank" holding rows 3..5 of the queries, with the keys of all 6, gets those rows' losses of one process.
+    q, k = _randn(B, D, seed=60), _randn(B, D, seed=61)
+    whole = info_nce(q, k, TEMP)
+    part = info_nce(q[3:], k[3:], TEMP, all_keys=k, offset=3)
+    assert torch.allclose(part, whole[3:], atol=1e-6)
+    with pytest.raises(ValueError):
+        info_nce(q[3:], k[3:], TEMP, all_keys=k, offset=4)
+
+
+def test_nt_xent_with_gathered_embeddings_equals_the_whole_batch():
+    z1, z2 = _randn(B, D, seed=62), _randn(B, D, seed=63)
+    whole = nt_xent(z1, z2, TEMP)
+    for offset in (0, 2, 4):
+        part = nt_xent(z1[offset:offset + 2], z2[offset:offset + 2], TEMP, gathered=(z1, z2), offset=offset)
+        assert torch.allclose(part, whole[offset:offset + 2], atol=1e-6)
+
+
+def test_swapped_prediction_three_crops_by_hand():
+    # codes of crops 0 and 1; each predicted from the two other crops, averaged: ½[(H(q0,p1)+H(q0,p2))/2 + (H(q1,p0)+H(q1,p2))/2]
+    s = [_randn(B, K, seed=70 + i) for i in range(3)]
+    q = [torch.softmax(_randn(B, K, seed=80 + i), dim=1) for i in range(2)]
+    t = 0.1
+    h = lambda a, v: -(q[a] * F.log_softmax(s[v] / t, dim=1)).sum(dim=1)  # noqa: E731
+    expected = 0.5 * ((h(0, 1) + h(0, 2)) / 2 + (h(1, 0) + h(1, 2)) / 2)
+    assert torch.allclose(swapped_prediction(s, q, t), expected, atol=1e-6)
