@@ -8,7 +8,7 @@ from fastapi_offline import FastAPIOffline
 from genview.queue import JobQueue
 from genview.settings import Settings, package_version
 from genview.store import ObjectStore
-from services.errors import install_error_handlers
+from services.errors import STATUS_TEXT, install_error_handlers
 from services.guard import RequestGuard
 from services.health import health_router
 from services.metrics import ServiceMetrics
@@ -26,4 +26,26 @@ def base_app(service: str, description: str, settings: Settings, queues: dict[st
     app.add_middleware(RequestGuard, settings=settings, body_limits=body_limits)
     metrics.install(app)
     app.include_router(health_router(queues, store))
+    app.openapi = lambda: _openapi_with_one_error_schema(app)
     return app, metrics
+
+
+def _openapi_with_one_error_schema(app: FastAPI) -> dict:
+    """The generated schema, with FastAPI's default 422 body replaced by what the handlers send: ErrorBody."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        from genview.schemas import ErrorBody
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        components["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for op in (op for methods in spec["paths"].values() for op in methods.values()):
+            invalid = op.get("responses", {}).get("422")
+            if invalid:
+                invalid.update(description=STATUS_TEXT[422],
+                               content={"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}})
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -46,6 +46,10 @@ def error_responses(*statuses: int) -> dict[int, dict]:
     return {s: {"model": ErrorBody, "description": STATUS_TEXT[s]} for s in statuses}
 
 
+GUARDED = error_responses(401, 413, 422)
+"""What any route may answer: the request guard's 401 and 413, and 422 for invalid parameters."""
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every failure becomes a JSON error; validation errors say which field is wrong."""
 

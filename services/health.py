@@ -36,7 +36,7 @@ def probe_store(store: ObjectStore) -> None:
 
 def health_router(queues: dict[str, JobQueue], store: ObjectStore) -> APIRouter:
     """The two probes; a failing check is named (queue:NAME or store) but never described to the client."""
-    router = APIRouter(tags=["health"])
+    router = APIRouter(tags=["health"], responses=error_responses(413))
     checks = {**{f"queue:{name}": q.ping for name, q in queues.items()}, "store": lambda: probe_store(store)}
 
     @router.get("/healthz", response_model=Status)

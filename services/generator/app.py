@@ -20,7 +20,7 @@ from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, validate_key, view_meta_key
 from services.app import base_app
 from services.auth import Tenant
-from services.errors import ApiError, error_responses
+from services.errors import GUARDED, ApiError, error_responses
 from services.generator.gallery import add_gallery_route
 from services.generator.jobs import cache_job_id, meta_key
 from services.generator.wiring import QUEUE_NAME, open_generator_queue
@@ -118,10 +118,10 @@ class GeneratorRoutes:
 def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, metrics: ServiceMetrics) -> APIRouter:
     """`/generate`, `/jobs`, `/views/{key}`, `/basis` and `/basis/fit`."""
     r = GeneratorRoutes(settings, queue, store, metrics)
-    router = APIRouter(tags=["generate"])
+    router = APIRouter(tags=["generate"], responses=GUARDED)
 
     @router.post("/generate", response_model=JobDocument, dependencies=[Depends(single_valued_form)],
-                 responses={**ACCEPTED, **error_responses(400, 401, 409, 413, 415, 422, 429, 503)})
+                 responses={**ACCEPTED, **error_responses(400, 409, 415, 429, 503)})
     async def generate(
         tenant: Tenant,
         image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
@@ -168,7 +168,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
             job = await r.waiter.wait(job.job_id, timeout) or job
         return r.job_response(job)
 
-    @router.get("/jobs/{job_id}", response_model=JobDocument, responses={**ACCEPTED, **error_responses(401, 404, 503)})
+    @router.get("/jobs/{job_id}", response_model=JobDocument, responses={**ACCEPTED, **error_responses(404, 503)})
     async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]):
         """A job's status; its result (views with URLs, fg ratio, level) once done, its error once failed."""
         match = CACHE_ID.match(job_id)
@@ -182,7 +182,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
             raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
         return r.job_response(await anyio.to_thread.run_sync(r.visible_job, tenant, job_id))
 
-    @router.delete("/jobs/{job_id}", response_model=JobDocument, responses=error_responses(401, 404, 409, 503))
+    @router.delete("/jobs/{job_id}", response_model=JobDocument, responses=error_responses(404, 409, 503))
     async def cancel_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]):
         """Cancel a job that is still queued (409 `not_cancellable` once a worker has it or it has finished)."""
         job = await anyio.to_thread.run_sync(r.visible_job, tenant, job_id)
@@ -191,7 +191,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
         job = await anyio.to_thread.run_sync(r.visible_job, tenant, job_id)
         return r.document(job.job_id, job.status, None, False, job.error)
 
-    @router.get("/jobs", response_model=list[JobDocument], responses=error_responses(401, 422, 503))
+    @router.get("/jobs", response_model=list[JobDocument], responses=error_responses(503))
     async def list_jobs(tenant: Tenant, status: Annotated[Literal["failed"], Query(
                             description="which jobs: `failed` lists the dead letters (jobs that gave up)")],
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100):
@@ -202,7 +202,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
 
     @router.get("/views/{key:path}", response_class=Response, responses={
         200: {"description": "the image", "content": {t: {} for t in set(VIEW_TYPES.values())}},
-        304: {"description": "not modified (ETag)"}, **error_responses(400, 401, 404)})
+        304: {"description": "not modified (ETag)"}, **error_responses(400, 404)})
     async def get_view(request: Request, tenant: Tenant, key: Annotated[str, Path(max_length=400)]):
         """A generated view or foreground map; immutable, with an ETag."""
         full = validate_key(f"views/{key}")
@@ -222,13 +222,13 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
             raise ApiError(404, "unknown_view", f"no view {key!r}") from None
         return Response(data, media_type=media_type, headers=headers)
 
-    @router.get("/basis", response_model=BasisInfo, responses=error_responses(401))
+    @router.get("/basis", response_model=BasisInfo)
     async def basis() -> BasisInfo:
         """The PCA basis adaptive requests are keyed on now ('per-image' when none is fitted)."""
         return BasisInfo(encoder_id=r.encoder_id, basis_id=await anyio.to_thread.run_sync(r.bases.fingerprint))
 
     @router.post("/basis/fit", response_model=FitJobDocument, status_code=202,
-                 responses=error_responses(401, 404, 422, 429, 503))
+                 responses=error_responses(400, 404, 429, 503))
     async def fit_basis(tenant: Tenant, body: FitBasisJob) -> JSONResponse:
         """Fit the generator's PCA foreground basis (Eq. 7) on `num` stored inputs or the given input keys.
 
@@ -241,7 +241,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
         return JSONResponse(FitJobDocument(job_id=job_id, status="queued").model_dump(mode="json"), status_code=202,
                             headers={"Location": r.urls.path(f"/basis/jobs/{job_id}")})
 
-    @router.get("/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(401, 404, 503))
+    @router.get("/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(404, 503))
     async def get_fit_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> FitJobDocument:
         """The state of a basis fit; its result names the saved basis."""
         return fit_job(await anyio.to_thread.run_sync(queue.get, job_id), tenant, r.owners)

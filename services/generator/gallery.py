@@ -17,6 +17,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 
+from genview.schemas import ErrorBody
 from genview.store import ObjectNotFound, ObjectStore, input_key, validate_key
 from services.common import ApiError
 
@@ -146,11 +147,17 @@ def add_gallery_route(app: FastAPI, store: ObjectStore) -> None:
 
     @app.get("/gallery", tags=["gallery"], response_class=HTMLResponse)
     def gallery(limit: int = Query(50, ge=1, le=MAX_LIMIT, description="how many results to show")):
+        """An HTML page of the latest results: original, foreground map, views, fg ratio and noise level."""
         return HTMLResponse(render_gallery(store, limit))
 
-    @app.get("/inputs/{sha}", tags=["gallery"], response_class=Response)
+    @app.get("/inputs/{sha}", tags=["gallery"], response_class=Response, responses={
+        200: {"description": "the image", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        304: {"description": "not modified (ETag)"},
+        **{code: {"model": ErrorBody, "description": text} for code, text in ((400, "not a SHA-256"),
+                                                                             (404, "no such input"))}})
     def get_input(request: Request,
                   sha: str = Path(..., description="SHA-256 of the input image, 64 lowercase hex characters")):
+        """An original input image by its SHA-256 (immutable, with an ETag)."""
         if not SHA.fullmatch(sha):
             raise ApiError(400, "invalid_sha", "sha must be 64 lowercase hexadecimal characters")
         headers = {"ETag": f'"{sha}"', "Cache-Control": "public, max-age=31536000, immutable",

@@ -20,7 +20,7 @@ from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, params_hash, score_key, sha256_hex
 from services.app import base_app
 from services.auth import Tenant
-from services.errors import ApiError, error_responses
+from services.errors import GUARDED, ApiError, error_responses
 from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fit_payload
 from services.limits import FORM_OVERHEAD, single_valued_form
 from services.metrics import ServiceMetrics
@@ -59,7 +59,7 @@ def _image_tensor(data: bytes, max_pixels: int) -> torch.Tensor:
 
 def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metrics: ServiceMetrics) -> APIRouter:
     """`/score`, `/score/batch`, `/score/jobs/{job_id}`, `/score/basis` and `/score/basis/fit`."""
-    router = APIRouter(tags=["score"])
+    router = APIRouter(tags=["score"], responses=GUARDED)
     scorer_id = encoder_id("scorer", settings.scorer_model)
     bases = BasisCache(store, scorer_id, settings.basis_refresh_s)
     waiter, urls, owners = JobWaiter(queue, settings), Urls(settings), Ownership(store)
@@ -91,7 +91,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
         return PairScores.model_validate(job.result)
 
     @router.post("/score", response_model=ScoreResult, dependencies=[Depends(single_valued_form)],
-                 responses={**ACCEPTED, **error_responses(400, 401, 413, 415, 422, 429, 503)})
+                 responses={**ACCEPTED, **error_responses(400, 415, 429, 503)})
     async def score(original: Annotated[UploadFile, File(description="the original image")],
                     view: Annotated[UploadFile, File(description="its generated view")],
                     timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
@@ -108,7 +108,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
                            basis_id=result.basis_id)
 
     @router.post("/score/batch", response_model=BatchScoreResult, openapi_extra=BATCH_BODY,
-                 responses={**ACCEPTED, **error_responses(400, 401, 413, 422, 429, 503)})
+                 responses={**ACCEPTED, **error_responses(400, 429, 503)})
     async def score_batch(request: Request, gamma: Annotated[float, Query(ge=-100, le=100)] = 1.0,
                           timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
         """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
@@ -120,7 +120,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
         w = quality_weights(torch.tensor(result.q), gamma).tolist()
         return BatchScoreResult(**result.model_dump(), gamma=gamma, w=w)
 
-    @router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(401, 404, 503))
+    @router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(404, 503))
     async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
         """A scoring job's status, and its scores once done."""
         job = await anyio.to_thread.run_sync(queue.get, job_id)
@@ -129,13 +129,13 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
         return ScoreJobDocument(job_id=job_id, status=job.status, error=job.error,
                                 result=PairScores.model_validate(job.result) if job.result else None)
 
-    @router.get("/score/basis", response_model=BasisInfo, responses=error_responses(401))
+    @router.get("/score/basis", response_model=BasisInfo)
     async def basis() -> BasisInfo:
         """The scorer's PCA basis scores are keyed on now ('per-image' when none is fitted)."""
         return BasisInfo(encoder_id=scorer_id, basis_id=await anyio.to_thread.run_sync(bases.fingerprint))
 
     @router.post("/score/basis/fit", response_model=FitJobDocument, status_code=202,
-                 responses=error_responses(401, 404, 422, 429, 503))
+                 responses=error_responses(400, 404, 429, 503))
     async def fit_basis(tenant: Tenant, body: FitBasisJob) -> JSONResponse:
         """Fit the scorer's PCA foreground basis on `num` stored inputs or the given input keys (a queued job).
 
@@ -148,7 +148,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
         return JSONResponse(FitJobDocument(job_id=job_id, status="queued").model_dump(mode="json"), status_code=202,
                             headers={"Location": urls.path(f"/score/basis/jobs/{job_id}")})
 
-    @router.get("/score/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(401, 404, 503))
+    @router.get("/score/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(404, 503))
     async def get_fit_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> FitJobDocument:
         """The state of a scorer basis fit; its result names the saved basis."""
         job = await anyio.to_thread.run_sync(queue.get, job_id)
