@@ -107,9 +107,10 @@ def diffusers_batched(pipe, data: list[bytes], device, batch: int, steps: int, g
 
 
 def worker_path(generator: UnclipGenerator, data: list[bytes], batch: int, steps: int, guidance: float, size: int,
-                rounds: int) -> tuple[float, float]:
+                rounds: int, compiled: bool) -> tuple[float, float]:
     """(images/s, GPU-idle share) of the worker served by the real worker loop at the default batch wait."""
-    settings = Settings(model="bench", max_batch_size=batch, store_url=f"memory://bench-{time.time_ns()}")
+    settings = Settings(model="bench", max_batch_size=batch, store_url=f"memory://bench-{time.time_ns()}",
+                        compile=compiled)
     queue, store = MemoryJobQueue(f"bench-{time.time_ns()}"), ObjectStore(settings.store_url)
     worker = GeneratorWorker(settings, generator, queue, store)
     for raw in data[:batch]:
@@ -120,26 +121,30 @@ def worker_path(generator: UnclipGenerator, data: list[bytes], batch: int, steps
                                   steps=steps, guidance_scale=guidance, size=size)
         return [queue.submit(params.to_payload(sha256_hex(raw)))[0] for raw in data[:batch]]
 
-    def finish(job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            queue.wait(job_id, 3600)
-        failed = [queue.get(j).error for j in job_ids if queue.get(j).status != "done"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} benchmark jobs failed: {failed[0]}")
+    def serve(job_ids: list[str]) -> float:
+        """Images/s of the worker loop on jobs already queued (its batches then have the full size)."""
+        stop = threading.Event()
+        loop = threading.Thread(target=run_worker, args=(queue, worker.handle, "bench", batch,
+                                                         settings.max_batch_wait_ms, stop), daemon=True)
 
-    stop = threading.Event()
-    loop = threading.Thread(target=run_worker, args=(queue, worker.handle, "bench", batch, settings.max_batch_wait_ms,
-                                                     stop), daemon=True)
-    loop.start()
-    try:
-        finish(submit(seed=1))  # warm-up (and compilation, if any)
-        worker.idle = type(worker.idle)()
-        rate = timed(generator.device, lambda: finish([j for r in range(rounds) for j in submit(seed=10 + r)]),
-                     rounds * batch)
-    finally:
-        stop.set()
-        loop.join()
-        worker.close()
+        def run() -> None:
+            loop.start()
+            for job_id in job_ids:
+                queue.wait(job_id, 3600)
+
+        try:
+            return timed(generator.device, run, len(job_ids))
+        finally:
+            stop.set()
+            loop.join()
+            failed = [queue.get(j).error for j in job_ids if queue.get(j).status != "done"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} benchmark jobs failed: {failed[0]}")
+
+    serve(submit(seed=1))  # warm-up (and compilation, if any)
+    worker.idle = type(worker.idle)()
+    rate = serve([j for r in range(rounds) for j in submit(seed=10 + r)])
+    worker.close()
     return rate, worker.idle.ratio()
 
 
@@ -194,7 +199,8 @@ def main() -> None:
         if mode == "compiled":
             generator.compile()
         reset_peak_memory(device)
-        rate, idle = worker_path(generator, data, args.batch, args.steps, args.guidance, args.size, args.rounds)
+        rate, idle = worker_path(generator, data, args.batch, args.steps, args.guidance, args.size, args.rounds,
+                                 mode == "compiled")
         save(**{f"worker_{mode}_images_per_s": rate, f"worker_{mode}_gpu_idle_ratio": idle,
                 f"worker_{mode}_peak_memory_gb": peak_memory_gb(device)})
         reset_peak_memory(device)

@@ -76,8 +76,11 @@ def fg_map_image(projections: torch.Tensor, grid: int, size: int) -> Image.Image
 class ViewGenerator:
     """Generates adaptive unCLIP views for a batch of images in shared encoder and pipeline calls."""
 
-    def __init__(self, unclip: UnclipGenerator, fg_fraction: float = FG_FRACTION, max_batch: int = 8):
+    def __init__(self, unclip: UnclipGenerator, fg_fraction: float = FG_FRACTION, max_batch: int = 8,
+                 pad_batches: bool = False):
+        """`pad_batches`: fill every pipeline call up to max_batch samples (one shape for a compiled UNet)."""
         self.unclip, self.fg_fraction, self.max_batch = unclip, fg_fraction, max_batch
+        self.pad_batches = pad_batches
 
     def foreground(self, requests: list[ViewRequest], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """p (Eq. 7) [B], token projections [B, T] and the estimate used, in one call per distinct basis."""
@@ -139,8 +142,9 @@ class ViewGenerator:
         for (steps, guidance), group in groups.items():
             for k in range(0, len(group), self.max_batch):
                 part = group[k:k + self.max_batch]
+                padded = part + part[-1:] * (self.max_batch - len(part)) if self.pad_batches else part
                 images = self.unclip.generate(
-                    embeds[[s.request for s in part]], torch.tensor([s.level for s in part]),
-                    [s.seed for s in part], [requests[s.request].params.prompt for s in part], steps, guidance)
+                    embeds[[s.request for s in padded]], torch.tensor([s.level for s in padded]),
+                    [s.seed for s in padded], [requests[s.request].params.prompt for s in padded], steps, guidance)
                 views.update({(s.request, s.view): img for s, img in zip(part, images)})
         return views

@@ -74,7 +74,7 @@ class GeneratorWorker:
                  encoding: ViewEncoding | None = None):
         self.settings, self.queue, self.store = settings, queue, store
         self.generator = generator
-        self.views = ViewGenerator(generator, settings.fg_fraction, settings.max_batch_size)
+        self.views = ViewGenerator(generator, settings.fg_fraction, settings.max_batch_size, settings.compile)
         self.encoding = encoding or ViewEncoding(settings.view_format, settings.view_quality)
         self.bases = BasisCache(store, generator.encoder_id, settings.basis_refresh_s)
         threads = settings.encode_threads
