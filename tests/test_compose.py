@@ -28,6 +28,7 @@ import yaml
 from genview.settings import Settings
 from tests.helpers import free_port, png_bytes
 from tests.procs import Proc, wait_http
+from tests.test_dockerfiles import ROLES, stages
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -69,9 +70,13 @@ def _resolve(node, env: Mapping[str, str]):
     return node
 
 
+# the secrets compose refuses to start without (an operator puts them in .env)
+SECRETS = {"MINIO_ROOT_PASSWORD": "root-secret-for-tests", "MINIO_SERVICE_PASSWORD": "service-secret-for-tests"}
+
+
 def load_compose(env: Mapping[str, str] | None = None) -> dict:
-    """docker-compose.yml with anchors merged and variables resolved against `env` (default: none set)."""
-    return _resolve(yaml.safe_load(COMPOSE_FILE.read_text()), env or {})
+    """docker-compose.yml with anchors merged and variables resolved against `env` (default: only the secrets set)."""
+    return _resolve(yaml.safe_load(COMPOSE_FILE.read_text()), SECRETS if env is None else env)
 
 
 def service_environment(service: dict) -> dict[str, str]:
@@ -90,19 +95,42 @@ def flag(argv: list[str], name: str) -> str:
 
 
 def dockerfile_entrypoint(service: dict) -> list[str]:
-    """The service's `entrypoint`, else the exec-form ENTRYPOINT of the Dockerfile it is built from."""
+    """The service's `entrypoint`, else the exec-form ENTRYPOINT of the Dockerfile target it is built from."""
     if "entrypoint" in service:
         return list(service["entrypoint"])
-    dockerfile = REPO / service["build"].get("context", ".") / service["build"]["dockerfile"]
-    lines = [line for line in dockerfile.read_text().splitlines() if line.startswith("ENTRYPOINT ")]
-    return json.loads(lines[-1].removeprefix("ENTRYPOINT ")) if lines else []
+    build = service["build"]
+    steps = stages(REPO / build.get("context", ".") / build["dockerfile"])[build["target"]]
+    entrypoints = [args for keyword, args in steps if keyword == "ENTRYPOINT"]
+    return json.loads(entrypoints[-1]) if entrypoints else []
 
 
-def bucket_created_by_minio_init(compose: dict) -> str:
-    script = " ".join(compose["services"]["minio-init"]["command"])
-    match = re.search(r"\bmc mb\b(?: --\S+)* local/([a-z0-9.-]+)", script)
-    assert match, f"minio-init does not create a bucket: {script}"
-    return match.group(1)
+FAKE_MC = """#!{python}
+import json, os, sys
+with open(os.environ["MC_LOG"], "a") as log:
+    log.write(json.dumps({{"args": sys.argv[1:], "stdin": sys.stdin.read()}}) + "\\n")
+"""
+
+
+def run_minio_init(compose: dict, tmp_path: Path) -> list[dict]:
+    """Run minio-init's script here with a stand-in `mc` that records its calls (argv and stdin)."""
+    service = compose["services"]["minio-init"]
+    assert service["entrypoint"][:2] == ["/bin/sh", "-c"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "mc").write_text(FAKE_MC.format(python=sys.executable))
+    (bin_dir / "mc").chmod(0o755)
+    log = tmp_path / "mc.jsonl"
+    log.unlink(missing_ok=True)
+    env = {**service_environment(service), "PATH": f"{bin_dir}:/usr/bin:/bin", "MC_LOG": str(log)}
+    done = subprocess.run(["/bin/sh", "-c", *service["command"]], env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def bucket_created_by_minio_init(compose: dict, tmp_path: Path) -> str:
+    (bucket,) = [c["args"][-1].removeprefix("local/") for c in run_minio_init(compose, tmp_path) if c["args"][0] == "mb"]
+    return bucket
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +142,12 @@ def compose() -> dict:
 
 def test_compose_file_validates_and_only_the_trainer_has_a_profile():
     assert shutil.which("docker-compose"), "Debian's docker-compose is not installed: apt-get install -y docker-compose"
-    run = lambda *args: subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), *args],  # noqa: E731
-                                       capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINIO_", "GENVIEW_"))}
+    run = lambda *args, env=env | SECRETS: subprocess.run(  # noqa: E731
+        ["docker-compose", "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=120, env=env)
     assert (checked := run("config", "-q")).returncode == 0, checked.stderr
+    refused = run("config", "-q", env=env)  # no secrets: compose refuses
+    assert refused.returncode != 0 and "MINIO_ROOT_PASSWORD" in refused.stdout + refused.stderr
     normalised = yaml.safe_load(run("--profile", "trainer", "config").stdout)["services"]
     assert set(normalised) == {"redis", "minio", "minio-init", *GENVIEW_SERVICES, "trainer"}
     assert normalised["trainer"]["profiles"] == ["trainer"]
@@ -128,10 +159,10 @@ def test_interpolation_follows_compose_rules():
     assert interpolate("${SET:-d} ${UNSET:-d} ${EMPTY:-d} ${EMPTY-d} $SET $$SET ${SET}", env) == "x d d  x $SET x"
     with pytest.raises(ValueError):
         interpolate("${UNSET:?needed}", env)
-    assert load_compose({"GENVIEW_MODEL": "tiny"})["services"]["generator-worker"]["environment"]["GENVIEW_MODEL"] == "tiny"
+    assert load_compose({**SECRETS, "GENVIEW_MODEL": "tiny"})["services"]["generator-worker"]["environment"]["GENVIEW_MODEL"] == "tiny"
 
 
-def test_services_are_wired_to_redis_minio_and_each_other(compose):
+def test_services_are_wired_to_redis_minio_and_each_other(compose, tmp_path):
     services = compose["services"]
     assert set(services) == {"redis", "minio", "minio-init", *GENVIEW_SERVICES, "trainer"}
 
@@ -143,7 +174,7 @@ def test_services_are_wired_to_redis_minio_and_each_other(compose):
     minio_port = flag(minio["command"], "--address").rsplit(":", 1)[1]
     assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
     assert services["minio-init"]["restart"] == "no"
-    bucket = bucket_created_by_minio_init(compose)
+    bucket = bucket_created_by_minio_init(compose, tmp_path)
 
     environments = {name: service_environment(services[name]) for name in GENVIEW_SERVICES}
     for name, env in environments.items():
@@ -153,8 +184,11 @@ def test_services_are_wired_to_redis_minio_and_each_other(compose):
         assert endpoint.hostname == "minio" and str(endpoint.port) == minio_port, name
         store = urlsplit(env["GENVIEW_STORE_URL"])
         assert store.scheme == "s3" and store.hostname == bucket, f"{name} stores in a bucket minio-init does not create"
-        assert env["AWS_ACCESS_KEY_ID"] == minio["environment"]["MINIO_ROOT_USER"], name
-        assert env["AWS_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"], name
+        init_env = services["minio-init"]["environment"]
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (init_env["SERVICE_USER"], init_env["SERVICE_PASSWORD"])
+        assert env["AWS_ACCESS_KEY_ID"] != minio["environment"]["MINIO_ROOT_USER"], f"{name} connects as MinIO's admin"
+        assert env["AWS_SECRET_ACCESS_KEY"] not in minio["environment"].values(), name
+        assert env["GENVIEW_STORE_URL"] == init_env["STORE_URL"], name
         assert service["depends_on"]["redis"]["condition"] == "service_healthy", name
         assert service["depends_on"]["minio-init"]["condition"] == "service_completed_successfully", name
         assert any(str(v).endswith(":/cache") for v in service["volumes"]), f"{name} has no model cache volume"
@@ -172,6 +206,7 @@ def test_services_are_wired_to_redis_minio_and_each_other(compose):
         port = flag(command, "--port")
         assert flag(command, "--host") == "0.0.0.0"
         assert [str(p).rsplit(":", 1)[1] for p in service["ports"]] == [port], f"{name} publishes another port"
+        assert [str(p).split(":")[0] for p in service["ports"]] == ["127.0.0.1"], f"{name} is open to the network"
         assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
     for name in WORKERS:
         service = services[name]
@@ -193,6 +228,49 @@ def test_services_are_wired_to_redis_minio_and_each_other(compose):
     assert any("gpu" in d["capabilities"] for d in trainer["deploy"]["resources"]["reservations"]["devices"])
 
 
+def test_minio_init_gives_the_services_a_bucket_scoped_user_and_expires_inputs(compose, tmp_path):
+    env = service_environment(compose["services"]["minio-init"])
+    calls = run_minio_init(compose, tmp_path)
+    commands = [" ".join(c["args"][:3]) for c in calls]
+    assert commands == ["alias set local", "mb --ignore-existing local/genview", "admin user add",
+                        "admin policy create", "admin policy attach", "ilm import local/genview"]
+    assert calls[0]["args"][3:] == ["http://minio:9000", env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"]]
+    assert calls[2]["args"][3:] == ["local", env["SERVICE_USER"], env["SERVICE_PASSWORD"]]
+    policy_name, policy_file = calls[3]["args"][4:]
+    assert calls[4]["args"][3:] == ["local", policy_name, "--user", env["SERVICE_USER"]]
+    policy = json.loads(Path(policy_file).read_text())
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::genview", "arn:aws:s3:::genview/*"}  # this bucket and nothing else
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
+    assert not any(a.startswith("admin:") or a == "s3:*" for a in actions)
+    (rule,) = json.loads(calls[5]["stdin"])["Rules"]
+    store_prefix = urlsplit(env["STORE_URL"]).path.strip("/")
+    assert rule["Filter"]["Prefix"] == f"{store_prefix}/inputs/" and rule["Expiration"]["Days"] == 30
+    assert rule["Status"] == "Enabled"
+
+    kept = run_minio_init(load_compose({**SECRETS, "GENVIEW_INPUT_TTL_DAYS": "0"}), tmp_path)
+    assert [c["args"][:3] for c in kept][-1] == ["ilm", "rule", "rm"]  # 0 keeps inputs forever
+    week = run_minio_init(load_compose({**SECRETS, "GENVIEW_INPUT_TTL_DAYS": "7"}), tmp_path)
+    assert json.loads(week[-1]["stdin"])["Rules"][0]["Expiration"]["Days"] == 7
+
+
+def test_secure_defaults_bind_pin_and_build():
+    with pytest.raises(ValueError, match="MINIO_ROOT_PASSWORD"):
+        load_compose({"MINIO_SERVICE_PASSWORD": "x"})
+    with pytest.raises(ValueError, match="MINIO_SERVICE_PASSWORD"):
+        load_compose({"MINIO_ROOT_PASSWORD": "x"})
+    opened = load_compose({**SECRETS, "GENVIEW_BIND": "0.0.0.0"})["services"]  # the operator opts in
+    assert [str(p).split(":")[0] for name in APIS for p in opened[name]["ports"]] == ["0.0.0.0"] * 2
+    services = load_compose()["services"]
+    for name in ("redis", "minio", "minio-init"):
+        assert re.fullmatch(r"[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}", services[name]["image"]), name
+    for name, service in services.items():
+        if "build" in service:
+            assert service["build"]["dockerfile"] == "docker/Dockerfile", name
+            assert service["build"]["target"] in ROLES and service["build"]["target"] in name, name
+
+
 def test_trainer_command_parses_with_the_trainer(compose):
     """The trainer service's arguments are ones trainer/run.py accepts."""
     from trainer.run import parse_args
@@ -208,6 +286,8 @@ def test_readme_documents_every_setting():
     for name, field in Settings.model_fields.items():
         variable = f"GENVIEW_{name.upper()}"
         assert variable in rows, f"README has no row for {variable}"
+        if field.default_factory is not None:
+            continue  # computed at start-up (e.g. a per-user folder): the README says it in words
         default = field.default
         shown = ("unset" if default is None else "empty" if default == "" else str(default).lower()
                  if isinstance(default, bool) else str(int(default)) if isinstance(default, float)
@@ -263,6 +343,7 @@ def healthy(service: dict, ports: dict[str, str]) -> bool:
     return subprocess.run(local_argv(test[1:], ports), capture_output=True, timeout=30).returncode == 0
 
 
+@pytest.mark.slow
 def test_compose_services_round_trip_as_local_processes(compose, fresh_redis_url, s3_endpoint, s3_bucket,
                                                          model_cache, tmp_path):
     services = compose["services"]
