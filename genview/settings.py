@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(1.0, ge=0, description="backoff before retrying a failed job (doubles per failure)")
     job_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="lifetime of job state")
     max_batch_size: int = Field(8, ge=1, description="worker micro-batch size (images)")
-    max_batch_wait_ms: int = Field(50, ge=0, description="worker waits this long to fill a batch")
+    max_batch_wait_ms: int = Field(50, ge=0, description="how often a busy worker looks for jobs for its next batch")
+    heartbeat_file: str | None = Field(None, description="workers touch this file between batches (liveness probes)")
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest accepted upload")
     max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image (width·height)")
