@@ -76,10 +76,19 @@ def handle_safely(queue: JobQueue, handle: Callable[[list[Delivery]], None], bat
                 log.exception("could not record the failure of job %s", delivery.job_id)
 
 
+def touch(path: str) -> None:
+    """Set the file's modification time to now (creating it): a liveness probe reads its age."""
+    with open(path, "a"):
+        os.utime(path)
+
+
 def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consumer: str, max_batch: int,
-               max_wait_ms: int, stop: threading.Event, idle_block_ms: int = 1000) -> None:
+               max_wait_ms: int, stop: threading.Event, idle_block_ms: int = 1000,
+               heartbeat_file: str | None = None) -> None:
     """Serve jobs until `stop` is set, then finish the jobs held. `handle` completes or fails every
-    delivery it is given; `max_wait_ms` is how often a busy worker looks for more jobs (0: it does not)."""
+    delivery it is given; `max_wait_ms` is how often a busy worker looks for more jobs (0: it does not).
+    `heartbeat_file` is touched on every pass while no batch runs and after each batch, so a probe sees a
+    stale file only when a batch runs longer than its limit or the loop is stuck."""
     log.info("worker %s serving (batch %d, refill every %d ms)", consumer, max_batch, max_wait_ms)
     leases = Leases(queue)
     pool = ThreadPoolExecutor(1, thread_name_prefix="handler")
@@ -97,6 +106,8 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
     try:
         while True:
             busy = running is not None and not running.done()
+            if heartbeat_file and not busy:
+                touch(heartbeat_file)
             if collected and not busy:
                 running, collected = start(collected), []
                 continue

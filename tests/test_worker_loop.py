@@ -32,13 +32,14 @@ def make_queue(request):
 class Worker:
     """run_worker in a thread with a handler that records its batches and can be held back."""
 
-    def __init__(self, queue, max_batch=8, max_wait_ms=20, hold_s: float = 0.0, raise_on=None):
+    def __init__(self, queue, max_batch=8, max_wait_ms=20, hold_s: float = 0.0, raise_on=None, heartbeat_file=None):
         self.queue, self.batches, self.started = queue, [], []
         self.gate = threading.Event()
         self.hold_s, self.raise_on = hold_s, raise_on
         self.stop = threading.Event()
         self.thread = threading.Thread(target=run_worker, daemon=True,
-                                       args=(queue, self.handle, "w", max_batch, max_wait_ms, self.stop, 100))
+                                       args=(queue, self.handle, "w", max_batch, max_wait_ms, self.stop, 100,
+                                             heartbeat_file))
 
     def handle(self, batch):
         self.started.append(time.monotonic())
@@ -104,3 +105,25 @@ def test_raising_handler_fails_its_batch_and_the_loop_goes_on(make_queue):
         failed = queue.wait(bad, 10)
     assert failed.status == "failed" and failed.error == "RuntimeError: handler bug"
     assert worker.batches == [[1], [2]]
+
+
+def test_heartbeat_file_is_touched_while_idle_and_between_batches(make_queue, tmp_path):
+    beat = tmp_path / "heartbeat"
+    queue = make_queue(visibility_timeout_s=30)
+    with Worker(queue, hold_s=1.0, heartbeat_file=str(beat)):
+        deadline = time.monotonic() + 10
+        while not beat.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        job_id, _ = queue.submit({"i": 1})
+        while queue.get(job_id).status != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        during = beat.stat().st_mtime_ns
+        time.sleep(0.5)
+        assert beat.stat().st_mtime_ns == during  # a running batch does not count as progress
+        wait_done(queue, [job_id])
+        deadline = time.monotonic() + 5
+        while beat.stat().st_mtime_ns == during:  # touched again once the batch is over
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
