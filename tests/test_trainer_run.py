@@ -159,3 +159,14 @@ def test_s3_run_folder_resumes_on_a_fresh_node_exactly(images, tmp_path, s3_buck
     for a, b in zip(full, resumed):  # the steps after the resume match the uninterrupted run
         for key in ("loss", "lr"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (key, a, b)
+
+
+def test_views_shards_train_one_epoch_from_the_shards(images, tmp_path):
+    from tests.test_shards import write
+
+    shards = write(tmp_path, shards=2, per_shard=8)
+    out = tmp_path / "run"
+    assert _main("--data", str(images), "--views-shards", shards.url, "--out", str(out), "--no-quality", *TINY,
+                 "--epochs", "1") == 0
+    steps = _steps((out / "metrics.jsonl").read_text())
+    assert len(steps) == 2 and all(r["generated_fraction"] == 1.0 and math.isfinite(r["loss"]) for r in steps)
