@@ -35,18 +35,23 @@ def random_bank(n: int, d: int, classes: int, seed: int) -> tuple[torch.Tensor, 
     return feats, torch.randint(0, classes, (n,), generator=g)
 
 
-def one_size(n: int, d: int, queries: int, chunk: int, train_chunk: int) -> dict:
-    """Run in a child process: build the bank, time knn_topk, report this process's peak RSS."""
+def one_size(n: int, d: int, queries: int, chunk: int, train_chunk: int, device: str) -> dict:
+    """Run in a child process: build the bank, time knn_topk, report this process's peak RSS (and GPU memory)."""
     from trainer.evaluate import knn_topk
 
-    train, train_labels = random_bank(n, d, 1000, seed=0)
-    query, query_labels = random_bank(queries, d, 1000, seed=1)
+    train, train_labels = (t.to(device) for t in random_bank(n, d, 1000, seed=0))
+    query, query_labels = (t.to(device) for t in random_bank(queries, d, 1000, seed=1))
+    if device == "cuda":
+        knn_topk(train, train_labels, query[:chunk], query_labels[:chunk], chunk=chunk, train_chunk=train_chunk)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     acc = knn_topk(train, train_labels, query, query_labels, chunk=chunk, train_chunk=train_chunk)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gpu = {"gpu_peak_bytes": torch.cuda.max_memory_allocated()} if device == "cuda" else {}
     return {"n": n, "seconds": seconds, "peak_rss_bytes": peak, "bank_bytes": train.numel() * 2,
-            "top1": {str(k): v for k, v in acc.items()}}
+            "top1": {str(k): v for k, v in acc.items()}, **gpu}
 
 
 def child(*args: str) -> dict:
@@ -62,6 +67,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1024)
     ap.add_argument("--chunk", type=int, default=256)
     ap.add_argument("--train-chunk", type=int, default=16384)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (the bank on the GPU)")
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -70,9 +76,9 @@ def main() -> None:
         if n == 0:
             print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
         else:
-            print(json.dumps(one_size(n, args.dim, args.queries, args.chunk, args.train_chunk)))
+            print(json.dumps(one_size(n, args.dim, args.queries, args.chunk, args.train_chunk, args.device)))
         return
-    common = ["--dim", str(args.dim), "--queries", str(args.queries), "--chunk", str(args.chunk),
+    common = ["--device", args.device, "--dim", str(args.dim), "--queries", str(args.queries), "--chunk", str(args.chunk),
               "--train-chunk", str(args.train_chunk), "--child"]
     baseline = child(*common, "0")["peak_rss_bytes"]
     runs = [child(*common, n) for n in args.sizes.split(",")]
@@ -83,7 +89,8 @@ def main() -> None:
                if len(runs) > 1 else last["peak_above_baseline_bytes"] / last["n"])
     rate = last["seconds"] / (args.queries * last["n"])  # s per (query × bank row) on this machine
     bank_1m = IMAGENET_TRAIN * args.dim * 2
-    emit({"benchmark": "knn_memory", "machine": platform.processor() or platform.machine(),
+    emit({"benchmark": "knn_memory", "machine": torch.cuda.get_device_name() if args.device == "cuda" else
+          platform.processor() or platform.machine(), "device": args.device,
           "threads": torch.get_num_threads(), "dim": args.dim, "dtype": "float16", "queries": args.queries,
           "chunk": args.chunk, "train_chunk": args.train_chunk, "baseline_rss_bytes": baseline, "runs": runs,
           "under_2gb_at_200k": all(r["peak_rss_bytes"] < 2 * 1024 ** 3 for r in runs if r["n"] == 200_000),

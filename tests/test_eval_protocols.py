@@ -11,10 +11,11 @@ import torch
 
 from tests.helpers import png_bytes
 from trainer.backbones import backbone
+from trainer.data import EvalDataset
 from trainer.eval.backbone import BACKBONE_PREFIX, load_backbone
 from trainer.eval.classify import Classifier, fit
 from trainer.eval.cli import main
-from trainer.eval.data import LabelledImages, labelled_folder, train_transform
+from trainer.eval.data import labelled_folder, train_transform
 from trainer.eval.subsets import balanced_subset, read_subset, write_subset
 
 
@@ -50,7 +51,7 @@ def test_linear_probe_changes_only_the_head(folders):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     model = Classifier(net, width, 2, frozen=True)
     head_before = model.head.weight.detach().clone()
-    data = LabelledImages(labelled_folder(str(folders[0])), train_transform(32))
+    data = EvalDataset(labelled_folder(str(folders[0])), train_transform(32))
     optimizer = torch.optim.SGD(model.head.parameters(), lr=0.5, momentum=0.9)
     losses = fit(model, optimizer, data, epochs=2, batch_size=4, device=torch.device("cpu"), workers=0, seed=0)
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
@@ -66,7 +67,7 @@ def test_fine_tuning_changes_the_backbone(folders):
     net, width = backbone("resnet18", 32)
     before = net.layer1[0].conv1.weight.detach().clone()
     model = Classifier(net, width, 2, frozen=False)
-    data = LabelledImages(labelled_folder(str(folders[0])), train_transform(32))
+    data = EvalDataset(labelled_folder(str(folders[0])), train_transform(32))
     fit(model, torch.optim.SGD(model.parameters(), lr=0.1), data, 1, 4, torch.device("cpu"), 0, 0)
     assert not torch.equal(before, net.layer1[0].conv1.weight)
 

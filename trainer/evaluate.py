@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from trainer import dist
 from genview.training.augment import normalise
+from trainer import dist
 
 KNN_KS = (20, 200)
 KNN_TEMPERATURE = 0.07

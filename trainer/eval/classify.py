@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from trainer import dist
 from genview.training.augment import normalise
+from trainer import dist
 from trainer.evaluate import shard
 from trainer.optim import build_schedule
 

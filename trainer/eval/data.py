@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from genview.image_files import list_images, read_bytes
+from genview.image_files import list_images
 from genview.training.augment import eval_transform
-from genview.training.pairs import decode
+from trainer.data import EvalDataset
 
 
 @dataclass(frozen=True)
 class Labelled:
-    """Images with class indices; `relative[i]` is the path below the root (what subset list files name)."""
+    """Images with class indices (an `EvalDataset` reads them); `relative[i]` is the path below the root."""
 
     paths: list[str]
     relative: list[str]
@@ -49,22 +48,9 @@ def train_transform(size: int) -> v2.Compose:
     return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
 
 
-class LabelledImages(Dataset):
-    """(transformed uint8 image [3, H, W], label) of a `Labelled` set."""
-
-    def __init__(self, images: Labelled, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self) -> int:
-        return len(self.images.paths)
-
-    def __getitem__(self, index: int):
-        return self.transform(decode(read_bytes(self.images.paths[index]))), self.images.labels[index]
-
-
-def train_and_val(train: str, val: str, size: int, augment: bool) -> tuple[LabelledImages, LabelledImages]:
+def train_and_val(train: str, val: str, size: int, augment: bool) -> tuple[EvalDataset, EvalDataset]:
     """Training images (augmented or centre-cropped) and centre-cropped validation images with the same classes."""
     train_set = labelled_folder(train)
     val_set = labelled_folder(val, train_set.classes)
-    return (LabelledImages(train_set, train_transform(size) if augment else eval_transform(size)),
-            LabelledImages(val_set, eval_transform(size)))
+    return (EvalDataset(train_set, train_transform(size) if augment else eval_transform(size)),
+            EvalDataset(val_set, eval_transform(size)))

@@ -8,11 +8,11 @@ import time
 import torch
 
 from trainer import dist
-from trainer.evaluate import KNN_KS, KNN_TEMPERATURE, extract_features, knn_topk, shard
 from trainer.eval.backbone import load_backbone
 from trainer.eval.data import train_and_val
 from trainer.eval.options import add_common
 from trainer.eval.results import EvalResult, result, write_result
+from trainer.evaluate import KNN_KS, KNN_TEMPERATURE, extract_features, knn_topk, shard
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

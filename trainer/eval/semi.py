@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from trainer import dist
 from genview.training.augment import eval_transform
+from trainer import dist
+from trainer.data import EvalDataset
 from trainer.eval.backbone import load_backbone
 from trainer.eval.classify import Classifier, accuracy, feature_width, fit
-from trainer.eval.data import LabelledImages, labelled_folder, train_transform
+from trainer.eval.data import labelled_folder, train_transform
 from trainer.eval.options import add_common
 from trainer.eval.results import EvalResult, result, write_result
 from trainer.eval.subsets import balanced_subset, read_subset, write_subset
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> EvalResult:
     default_bb, default_head = LRS[min(LRS, key=lambda f: abs(f - fraction))]
     backbone_lr = args.backbone_lr if args.backbone_lr is not None else default_bb
     head_lr = args.head_lr if args.head_lr is not None else default_head
-    train = LabelledImages(subset, train_transform(loaded.image_size))
-    val = LabelledImages(labelled_folder(args.val, full.classes), eval_transform(loaded.image_size))
+    train = EvalDataset(subset, train_transform(loaded.image_size))
+    val = EvalDataset(labelled_folder(args.val, full.classes), eval_transform(loaded.image_size))
     net = loaded.net.to(device)
     model = Classifier(net, feature_width(net, loaded.image_size, device), len(full.classes), frozen=False).to(device)
     scale = args.batch_size / 256
