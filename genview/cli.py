@@ -12,48 +12,57 @@ from genview.settings import get_settings
 def cmd_fit_pca(args: argparse.Namespace) -> None:
     from genview.basis import save_basis
     from genview.image_files import list_images
-    from genview.pca_fit import fit_basis, sample_paths
+    from genview.pca_fit import fit_basis, import_official, sample_paths, threshold_on_images
     from genview.store import ObjectStore
 
     settings = get_settings()
-    paths = sample_paths(list_images(args.images), args.num, args.seed)
-    if not paths:
-        sys.exit(f"no images (.png/.jpg/.jpeg/.webp) found in {args.images}")
-    if args.encoder == "generator":
-        from genview.models.unclip import UnclipGenerator
+    fg_fraction = args.fg_fraction or settings.fg_fraction
+    if args.import_official and not (args.vectors and args.mean):
+        sys.exit("--import-official needs --vectors pca_vectors.npy and --mean mean_vectors.npy")
+    if args.import_official and args.threshold is not None:
+        from genview.models.presets import encoder_id
 
-        model = UnclipGenerator.load(settings.model, settings.device, settings.model_cache)
-        dim = model.pipe.image_encoder.config.hidden_size
-        encode = lambda images: model.encode(images).tokens  # noqa: E731
+        basis, count = import_official(args.vectors, args.mean, args.threshold), 0
+        model_id = encoder_id(args.encoder, settings.model if args.encoder == "generator" else settings.scorer_model)
     else:
-        from genview.models.scorer_encoder import ScorerEncoder
+        if not args.images:
+            sys.exit("--images is needed to fit a basis (or to calibrate an imported one without --threshold)")
+        paths = sample_paths(list_images(args.images), args.num, args.seed)
+        if not paths:
+            sys.exit(f"no images (.png/.jpg/.jpeg/.webp) found in {args.images}")
+        if args.encoder == "generator":
+            from genview.models.unclip import UnclipGenerator
 
-        model = ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache)
-        dim = model.dim
-        encode = lambda images: model.tokens(images)  # noqa: E731
-    basis = fit_basis(paths, encode, dim, model.grid, args.fg_fraction or settings.fg_fraction,
-                      args.batch_size, settings.max_pixels)
-    key = save_basis(ObjectStore.from_settings(settings), model.encoder_id, basis)
-    print(f"fitted PCA basis {basis.fingerprint} on {len(paths)} images -> {settings.store_url}/{key}")
+            model = UnclipGenerator.load(settings.model, settings.device, settings.model_cache)
+        else:
+            from genview.models.scorer_encoder import ScorerEncoder
+
+            model = ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache)
+        if args.import_official:
+            basis = threshold_on_images(import_official(args.vectors, args.mean, 0.0), paths, model, fg_fraction,
+                                        args.batch_size, settings.max_pixels)
+        else:
+            basis = fit_basis(paths, model.tokens, model.dim, model.grid, fg_fraction, args.batch_size,
+                              settings.max_pixels)
+        model_id, count = model.encoder_id, len(paths)
+    key = save_basis(ObjectStore.from_settings(settings), model_id, basis)
+    how = "imported" if args.import_official else "fitted"
+    print(f"{how} PCA basis {basis.fingerprint} (threshold {basis.threshold:.6g}, {count} images) -> "
+          f"{settings.store_url}/{key}")
 
 
 def cmd_generate_dataset(args: argparse.Namespace) -> None:
-    from genview.basis import BasisCache
     from genview.client import GeneratorClient
-    from genview.dataset_gen import export_official, generate_dataset, wait_for_basis
-    from genview.models.presets import encoder_id
+    from genview.dataset_gen import ensure_basis, export_official, generate_dataset
+    from genview.method.noise import parse_noise_policy
     from genview.store import ObjectStore
 
     settings = get_settings()
     client = GeneratorClient(args.generator_url, api_key=args.api_key)
-    if args.noise_policy == "adaptive" and not args.levels_from and not args.no_fit:
-        store = ObjectStore.from_settings(settings)
-        if BasisCache(store, encoder_id("generator", settings.model)).current() is None:
-            args_fit = argparse.Namespace(encoder="generator", images=args.images, num=args.fit_num, seed=args.seed,
-                                          batch_size=16, fg_fraction=None)
-            cmd_fit_pca(args_fit)
-        wait_for_basis(client, BasisCache(store, encoder_id("generator", settings.model)).fingerprint())
-    stats = generate_dataset(args.images, client, args.manifest, noise_policy=args.noise_policy,
+    policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
+    if parse_noise_policy(policy) == parse_noise_policy("adaptive") and not args.levels_from:
+        ensure_basis(client, ObjectStore.from_settings(settings), args.images, args.fit_num, args.seed)
+    stats = generate_dataset(args.images, client, args.manifest, noise_policy=policy,
                              num_views=args.num_views, seed=args.seed, steps=args.steps, size=args.size,
                              concurrency=args.concurrency, levels_from=args.levels_from)
     print(f"{stats['submitted']} of {stats['images']} images generated in {stats['seconds']:.1f} s -> {args.manifest}")
@@ -81,25 +90,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     """The library's commands: fit-pca, generate-dataset (the service engine), gallery."""
     fit = sub.add_parser("fit-pca", help="fit an encoder's PCA foreground basis and store it")
     fit.add_argument("--encoder", choices=["generator", "scorer"], required=True)
-    fit.add_argument("--images", required=True, help="folder (recursive), .txt list, or fsspec URL")
+    fit.add_argument("--images", help="folder (recursive), .txt list, or fsspec URL")
     fit.add_argument("--num", type=int, default=10_000, help="images to sample (official: 10,000)")
     fit.add_argument("--batch-size", type=int, default=16)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--fg-fraction", type=float, default=None, help="share of tokens that are foreground (0.4)")
+    fit.add_argument("--import-official", action="store_true",
+                     help="import the official repository's PCA (--vectors, --mean, --threshold or --images)")
+    fit.add_argument("--vectors", help="pca_vectors.npy of the official code (row 0: first component)")
+    fit.add_argument("--mean", help="mean_vectors.npy of the official code")
+    fit.add_argument("--threshold", type=float, default=None,
+                     help="threshold a on the raw projections; without it, calibrated on --images (--fg-fraction)")
     fit.set_defaults(func=cmd_fit_pca)
 
     gen = sub.add_parser("generate-dataset", help="generate every image's views once, into a resumable manifest")
     gen.add_argument("--images", required=True, help="folder (recursive), .txt list, or fsspec URL")
     gen.add_argument("--generator-url", required=True)
     gen.add_argument("--manifest", required=True, help="JSON lines, one row per image (appended, resumable)")
-    gen.add_argument("--noise-policy", default="adaptive", help="adaptive | random | constant:L")
+    gen.add_argument("--noise-policy", default="adaptive", help="adaptive | auto:per-image | random | constant:L")
     gen.add_argument("--num-views", type=int, default=1)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--steps", type=int, default=20)
     gen.add_argument("--size", type=int, default=512)
     gen.add_argument("--concurrency", type=int, default=8)
     gen.add_argument("--fit-num", type=int, default=10_000, help="images sampled to fit the PCA basis")
-    gen.add_argument("--no-fit", action="store_true", help="never fit a basis (per-image fallback)")
+    gen.add_argument("--no-fit", action="store_true", help="never fit a basis: adaptive becomes auto:per-image")
     gen.add_argument("--levels-from", help="fg_ratios.txt computed elsewhere: its levels are used as given")
     gen.add_argument("--export-official", metavar="DIR", help="also write the official repository's layout")
     gen.add_argument("--api-key", default=None)

@@ -72,7 +72,7 @@ class GeneratorClient(ServiceClient):
         deadline = time.monotonic() + wait_s
         while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(0.5)
-            job = self.request("GET", f"/jobs/{job['job_id']}").json()
+            job = self.request("GET", f"/basis/jobs/{job['job_id']}").json()
         if job["status"] != "done":
             raise ServiceUnavailable(f"basis fit job {job['job_id']} ended {job['status']}: {job.get('error')}")
         return BasisFitResult.model_validate(job["result"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -12,10 +11,13 @@ import fsspec
 import torch
 from tqdm import tqdm
 
+from genview.basis import PER_IMAGE
 from genview.client import GeneratorClient
 from genview.image_files import list_images, read_bytes
-from genview.method.noise import adaptive_noise_level
-from genview.store import sha256_hex
+from genview.method.noise import adaptive_noise_level, parse_noise_policy
+from genview.pca_fit import sample_paths
+from genview.schemas import BasisFitResult, ManifestRow
+from genview.store import ObjectStore, input_key, sha256_hex
 
 
 def relative_paths(source: str) -> tuple[list[str], list[str]]:
@@ -25,14 +27,14 @@ def relative_paths(source: str) -> tuple[list[str], list[str]]:
     return paths, [p[len(root):].lstrip("/") if p.startswith(root) else p for p in paths]
 
 
-def read_manifest(path: str) -> dict[str, dict]:
+def read_manifest(path: str) -> dict[str, ManifestRow]:
     """Rows of an existing manifest by relative path (empty if there is none)."""
     fs, local = fsspec.core.url_to_fs(path)
     if not fs.exists(local):
         return {}
     with fs.open(local, "rt") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return {row["path"]: row for row in rows}
+        rows = [ManifestRow.model_validate_json(line) for line in f if line.strip()]
+    return {row.path: row for row in rows}
 
 
 def read_levels(path: str) -> dict[str, tuple[float, int]]:
@@ -50,10 +52,30 @@ def read_levels(path: str) -> dict[str, tuple[float, int]]:
 def wait_for_basis(client: GeneratorClient, basis_id: str, timeout_s: float = 120.0) -> None:
     """Block until the generator keys requests on the given basis (it re-reads the store periodically)."""
     deadline = time.monotonic() + timeout_s
-    while client.request("GET", "/basis").json()["basis_id"] != basis_id:
+    while client.basis().basis_id != basis_id:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the generator did not pick up PCA basis {basis_id} within {timeout_s:.0f} s")
         time.sleep(0.5)
+
+
+def ensure_basis(client: GeneratorClient, store: ObjectStore, source: str, num: int, seed: int = 0) -> BasisFitResult | None:
+    """Have the generator fit its PCA basis on a sample of `source` when it has none (`POST /basis/fit`).
+
+    No model is loaded here: the sample goes into the shared store under `inputs/{sha256}` (the keys the API
+    would write), and a generator worker fits on those keys. None when a basis is already there.
+    """
+    if client.basis().basis_id != PER_IMAGE:
+        return None
+    keys = []
+    for path in sample_paths(list_images(source), num, seed):
+        data = read_bytes(path)
+        keys.append(input_key(sha256_hex(data)))
+        store.put(keys[-1], data)
+    if not keys:
+        raise ValueError(f"no images (.png/.jpg/.jpeg/.webp) found in {source}")
+    result = client.fit_basis(len(keys), keys)
+    wait_for_basis(client, result.basis_id)
+    return result
 
 
 def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: str = "adaptive",
@@ -65,15 +87,15 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
     levels = read_levels(levels_from) if levels_from else {}
     todo = [(p, r) for p, r in zip(paths, rels) if r not in done]
     lock = threading.Lock()
-    policy = "auto" if noise_policy == "adaptive" else noise_policy
+    policy = parse_noise_policy(noise_policy).spec
 
-    def one(path: str, rel: str) -> dict:
+    def one(path: str, rel: str) -> ManifestRow:
         data = read_bytes(path)
         level = str(levels[rel][1]) if rel in levels else policy
         doc = client.generate(data, noise_level=level, num_views=num_views, seed=seed, steps=steps, size=size)
-        return {"path": rel, "sha256": sha256_hex(data), "fg_ratio": levels[rel][0] if rel in levels else doc["fg_ratio"],
-                "noise_level": doc["noise_level"], "views": [v["key"] for v in doc["views"]],
-                "fg_map": doc.get("fg_map"), "seed": seed, "fg_basis": doc["fg_basis"]}
+        return ManifestRow(path=rel, sha256=sha256_hex(data), fg_ratio=levels[rel][0] if rel in levels else doc.fg_ratio,
+                           noise_level=doc.noise_level, views=[v.key for v in doc.views], fg_map=doc.fg_map, seed=seed,
+                           fg_basis=doc.fg_basis)
 
     start = time.perf_counter()
     with fsspec.open(manifest, "at") as out, ThreadPoolExecutor(concurrency) as pool:
@@ -81,7 +103,7 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
         for future in as_completed([pool.submit(one, p, r) for p, r in todo]):
             row = future.result()
             with lock:
-                out.write(json.dumps(row) + "\n")
+                out.write(row.model_dump_json(exclude_none=True) + "\n")
                 out.flush()
             bar.update()
         bar.close()
@@ -90,14 +112,14 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
 
 def export_official(manifest: str, client: GeneratorClient, out_dir: str) -> int:
     """Write `train_variations/<path>` (first view) and `fg_ratios.txt` as the official training configs expect."""
-    rows = sorted(read_manifest(manifest).values(), key=lambda r: r["path"])
+    rows = sorted(read_manifest(manifest).values(), key=lambda r: r.path)
     root = Path(out_dir)
     for row in rows:
-        target = root / "train_variations" / row["path"]
+        target = root / "train_variations" / row.path
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(client.view(row["views"][0]))
+            tmp.write_bytes(client.view(row.views[0]))
             tmp.replace(target)
-    (root / "fg_ratios.txt").write_text("".join(f"{r['path']} {r['fg_ratio']}\n" for r in rows))
+    (root / "fg_ratios.txt").write_text("".join(f"{r.path} {r.fg_ratio}\n" for r in rows))
     return len(rows)

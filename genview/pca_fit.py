@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -107,3 +108,14 @@ def import_official(vectors: str, mean: str, threshold: float) -> PCABasis:
         with fsspec.open(path, "rb") as f:
             arrays.append(np.load(f, allow_pickle=False))
     return basis_from_official(arrays[0], arrays[1], threshold)
+
+
+def threshold_on_images(basis: PCABasis, paths: Sequence[str], encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
+                        batch_size: int = 16, max_pixels: int = 40_000_000) -> PCABasis:
+    """The basis with threshold a at the (1 − fg_fraction) quantile of its projections over the images' tokens."""
+    projections = []
+    for i in range(0, len(paths), batch_size):
+        images = [load_rgb(read_bytes(p), max_pixels) for p in paths[i:i + batch_size]]
+        projections.append(basis.project(encoder.tokens(images)).flatten().cpu())
+    threshold = torch.quantile(torch.cat(projections), 1.0 - fg_fraction)
+    return dataclasses.replace(basis, threshold=float(threshold))

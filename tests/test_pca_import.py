@@ -1,0 +1,56 @@
+"""`genview fit-pca --import-official`: the official repository's saved PCA becomes a basis with the same projections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from genview.basis import BasisCache
+from genview.method.foreground import foreground_proportion
+from genview.method.pca import basis_from_official
+from genview.models.presets import encoder_id
+from genview.pca_fit import import_official
+from genview.store import ObjectStore
+from tests.procs import genview_cmd
+
+
+def _official_arrays(tmp_path, dim: int = 12, seed: int = 0):
+    """What the official code saves: sklearn-style components [K, D] (unit rows) and the mean [D]."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    vectors, mean = q[:3].astype(np.float32), rng.normal(size=dim).astype(np.float32)
+    np.save(tmp_path / "pca_vectors.npy", vectors)
+    np.save(tmp_path / "mean_vectors.npy", mean)
+    return vectors, mean
+
+
+def test_imported_basis_projects_as_computed_by_hand(tmp_path):
+    vectors, mean = _official_arrays(tmp_path)
+    basis = import_official(str(tmp_path / "pca_vectors.npy"), str(tmp_path / "mean_vectors.npy"), 0.25)
+    tokens = np.random.default_rng(1).normal(size=(2, 16, 12)).astype(np.float32)
+    by_hand = (tokens - mean) @ vectors[0]  # the official code's first-component projection
+    np.testing.assert_allclose(basis.project(torch.from_numpy(tokens)).numpy(), by_hand, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(foreground_proportion(torch.from_numpy(tokens), basis).numpy(),
+                               (by_hand > 0.25).mean(1), atol=1e-7)
+    assert basis.threshold == 0.25
+    same = basis_from_official(vectors, mean[None], 0.25)  # a [1, D] mean is accepted too
+    assert same.fingerprint == basis.fingerprint
+
+
+@pytest.mark.slow  # a `genview` process (imports take most of its time)
+def test_cli_imports_without_loading_a_model(tmp_path):
+    _official_arrays(tmp_path)
+    store_url = f"file://{tmp_path / 'store'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}
+    env.update(GENVIEW_STORE_URL=store_url, GENVIEW_SCORER_MODEL="no-such-model")
+    done = subprocess.run(genview_cmd("fit-pca", "--encoder", "scorer", "--import-official", "--vectors",
+                                      str(tmp_path / "pca_vectors.npy"), "--mean", str(tmp_path / "mean_vectors.npy"),
+                                      "--threshold", "-0.5"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored = BasisCache(ObjectStore(store_url), encoder_id("scorer", "no-such-model")).current()
+    expected = import_official(str(tmp_path / "pca_vectors.npy"), str(tmp_path / "mean_vectors.npy"), -0.5)
+    assert stored is not None and stored.fingerprint == expected.fingerprint and stored.fingerprint in done.stdout
