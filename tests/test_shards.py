@@ -9,6 +9,8 @@ from torch.utils.data import DataLoader
 
 from genview.batch.shards import (ORIGINAL, RECORD, SHARD_NAME, ShardIndex, ShardOutput, ShardRecord, ShardSample,
                                   read_index, read_sample_at, view_field)
+from genview.batch.interop import export_official, gallery_rows
+from genview.gallery import HEADER_H, PAD, grid_size, render_grid
 from genview.schemas import GenerationParams
 from genview.training.pairs import Crop
 from genview.training.shards import ShardViewSource
@@ -100,6 +102,9 @@ def test_uneven_shards_are_capped_so_ranks_stay_in_step(tmp_path, monkeypatch):
         source = ShardViewSource(out.url, CROPS, shuffle_buffer=0)
         lengths.append(len(_indices(source, workers=0)))
     assert lengths == [2, 2]  # one rank holds 2 shards, the other 1: both yield one shard's worth
+    assert len(ShardViewSource(out.url, CROPS, batch_size=3)) == 0  # whole batches only
+    with pytest.raises(SourceNotReady, match="3 shards cannot feed 2 ranks x 2 loader workers"):
+        len(ShardViewSource(out.url, CROPS, loader_workers=2))
 
 
 def test_pairs_are_original_and_generated_view(tmp_path):
@@ -120,3 +125,26 @@ def test_pairs_are_original_and_generated_view(tmp_path):
 def test_no_shards_is_a_clear_error(tmp_path):
     with pytest.raises(SourceNotReady, match="generate-dataset --engine ray"):
         ShardViewSource(str(tmp_path / "empty"), CROPS)
+
+
+def test_export_official_from_shards(tmp_path):
+    out = write(tmp_path, shards=2, per_shard=3)
+    n = export_official(out.url, str(tmp_path / "official"))
+    assert n == 6
+    written = sorted(str(p.relative_to(tmp_path / "official" / "train_variations"))
+                     for p in (tmp_path / "official").rglob("*.png"))
+    assert written == sorted(sample(i).record.key for i in range(6))
+    assert (tmp_path / "official" / "train_variations" / "n1" / "img4.png").read_bytes() == png_bytes(32, 32, seed=1004)
+    lines = (tmp_path / "official" / "fg_ratios.txt").read_text().splitlines()
+    assert "n1/img4.png 0.4" in lines and len(lines) == 6
+
+
+def test_gallery_draws_from_shards(tmp_path):
+    out = write(tmp_path, shards=2, per_shard=3)
+    rows, store, originals = gallery_rows(out.url, limit=4)
+    assert [r["path"] for r in rows] == [sample(i).record.key for i in range(4)]
+    assert store.get(rows[2]["views"][1]) == png_bytes(32, 32, seed=2002)
+    sheet = render_grid(rows, store, lambda row: originals[row["path"]], thumb=32)
+    assert sheet.size == grid_size(4, 2, 32)
+    tile = sheet.crop((PAD, HEADER_H, PAD + 32, HEADER_H + 32)).convert("RGB")
+    assert len(set(tile.tobytes()[i:i + 3] for i in range(0, 32 * 32 * 3, 3))) > 50  # the original's random pixels, not a grey "missing" tile

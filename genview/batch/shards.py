@@ -16,7 +16,7 @@ import io
 import os
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import fsspec
@@ -100,6 +100,7 @@ class ShardOutput:
     def _publish(self, local_file: str, name: str) -> None:
         """Move a finished local file to `name` atomically (rename locally, one upload to object stores)."""
         if self.local:
+            os.chmod(local_file, 0o644)  # temporary files are private; a published shard is not
             os.replace(local_file, self.path(name))
         else:
             self.fs.put_file(local_file, self.path(name))
@@ -147,6 +148,22 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), 0o444, 0
     tar.addfile(info, io.BytesIO(data))
+
+
+def open_shards(urls: Iterator[dict]) -> Iterator[dict]:
+    """WebDataset stage: open each shard URL with fsspec (so s3://, gs://, memory:// … work as local paths)."""
+    for sample in urls:
+        with fsspec.open(sample["url"], "rb") as stream:
+            yield {**sample, "stream": stream}
+
+
+def iter_samples(url: str) -> Iterator[dict]:
+    """Every WebDataset sample of the shard folder at `url`, in shard order (one process, no splitting)."""
+    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    return iter(wds.DataPipeline(wds.SimpleShardList(ShardOutput(url).shard_urls()), open_shards,
+                                 tar_file_expander, group_by_keys))
 
 
 def read_index(url: str) -> pa.Table:

@@ -2,8 +2,10 @@
 
 Shards are read sequentially with the `webdataset` library (local folders or any fsspec URL, e.g. s3://),
 split first by distributed rank, then by data-loader worker; nothing is fetched per sample and nothing is
-cached locally. Every (rank, worker) slot yields the same number of samples per epoch (the smallest slot's
-share), so DDP ranks stay in step; with equal-sized shards and shards ≥ ranks × workers nothing is lost.
+cached locally. Every (rank, worker) slot yields the same number of samples in every epoch, a multiple of
+the batch size, so DDP ranks stay in step and `len(source) // batch_size` is the exact number of batches of a
+rank: each slot gets at least ⌊shards / slots⌋ shards, and yields what the smallest that many hold. With
+equal-sized shards and a number of shards divisible by ranks × workers, little is left out.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-import fsspec
 import pyarrow.parquet as pq
 import torch
 import webdataset as wds
@@ -21,17 +22,10 @@ from torch.utils.data import IterableDataset
 from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.utils import pytorch_worker_info
 
-from genview.batch.shards import INDEX_NAME, ORIGINAL, RECORD, ShardOutput, ShardRecord
+from genview.batch.shards import INDEX_NAME, ORIGINAL, RECORD, ShardOutput, ShardRecord, open_shards
 from genview.image_files import read_bytes
 from genview.training.pairs import Crop, decode, positive_views, sample_seed, uses_generated
 from genview.training.views import SourceNotReady
-
-
-def open_shards(urls: Iterator[dict]) -> Iterator[dict]:
-    """WebDataset stage: open each shard URL with fsspec (so s3://, gs://, memory:// … work as local paths)."""
-    for sample in urls:
-        with fsspec.open(sample["url"], "rb") as stream:
-            yield {**sample, "stream": stream}
 
 
 class ShardViewSource(IterableDataset):
@@ -42,7 +36,8 @@ class ShardViewSource(IterableDataset):
     """
 
     def __init__(self, url: str, crops: Sequence[Crop], alpha: float = 1.0, seed: int = 0, loader_workers: int = 0,
-                 shuffle_buffer: int = 256, data_root: str | None = None, max_pixels: int = 40_000_000):
+                 batch_size: int = 1, shuffle_buffer: int = 256, data_root: str | None = None,
+                 max_pixels: int = 40_000_000):
         out = ShardOutput(url)
         self.urls = out.shard_urls()
         if not self.urls:
@@ -51,7 +46,7 @@ class ShardViewSource(IterableDataset):
         counts = Counter(shards.to_pylist())
         self.counts = {u: counts[u.rsplit("/", 1)[1]] for u in self.urls}
         self.crops, self.alpha, self.seed = list(crops), alpha, seed
-        self.loader_workers, self.shuffle_buffer = loader_workers, shuffle_buffer
+        self.loader_workers, self.batch_size, self.shuffle_buffer = loader_workers, batch_size, shuffle_buffer
         self.data_root, self.max_pixels = data_root, max_pixels
         self.epoch = 0
 
@@ -65,10 +60,13 @@ class ShardViewSource(IterableDataset):
         return order
 
     def per_slot(self, world: int, workers: int) -> int:
-        """Samples each (rank, worker) slot yields this epoch: the smallest slot's share."""
-        order = self.epoch_order()
-        return min(sum(self.counts[u] for u in order[rank::world][worker::workers])
-                   for rank in range(world) for worker in range(workers))
+        """Samples each (rank, worker) slot yields in any epoch (a multiple of the batch size)."""
+        slots = world * workers
+        if len(self.urls) < slots:
+            raise SourceNotReady(f"{len(self.urls)} shards cannot feed {world} ranks x {workers} loader workers: "
+                                 "write more shards (--images-per-shard) or use fewer workers")
+        least = sum(sorted(self.counts.values())[:len(self.urls) // slots])
+        return least // self.batch_size * self.batch_size
 
     def __len__(self) -> int:
         _, world, _, _ = pytorch_worker_info()
