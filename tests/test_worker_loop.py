@@ -110,13 +110,13 @@ def test_raising_handler_fails_its_batch_and_the_loop_goes_on(make_queue):
 def test_heartbeat_file_is_touched_while_idle_and_between_batches(make_queue, tmp_path):
     beat = tmp_path / "heartbeat"
     queue = make_queue(visibility_timeout_s=30)
-    with Worker(queue, hold_s=1.0, heartbeat_file=str(beat)):
+    with Worker(queue, hold_s=2.5, heartbeat_file=str(beat)) as worker:
         deadline = time.monotonic() + 10
         while not beat.exists():
             assert time.monotonic() < deadline
             time.sleep(0.01)
         job_id, _ = queue.submit({"i": 1})
-        while queue.get(job_id).status != "running":
+        while not worker.started:  # the handler runs
             assert time.monotonic() < deadline
             time.sleep(0.01)
         during = beat.stat().st_mtime_ns

@@ -25,6 +25,7 @@ from genview.queue.base import (CANCELLED, CANCELLED_ERROR, DONE, FAILED, GROUP,
 
 log = logging.getLogger(__name__)
 RECHECK_S = 5.0  # a waiter re-reads its job this often, in case a notification was lost in a reconnect
+MAX_BLOCK_S = 2.0  # one blocking read at most (the client's socket timeout is longer); `claim` loops to its deadline
 
 # Move retries whose backoff is over from the delayed set into the stream, atomically; returns the next due time.
 _PROMOTE = """
@@ -114,7 +115,8 @@ class _Notifier:
                         self._wake(None)
                     elif message.get("type") == "message":
                         self._wake([message["data"]])
-            except (redis.ConnectionError, redis.TimeoutError):
+            except Exception:  # Redis gone or restarting: resubscribe; waiters re-read every RECHECK_S meanwhile
+                log.debug("notification subscription on %s lost", self._channel, exc_info=True)
                 self._subscribed.clear()
                 self._closed.wait(1.0)
             finally:
@@ -230,29 +232,29 @@ class RedisJobQueue(JobQueue):
         deadline = time.monotonic() + max(block_ms, 0) / 1000
         while True:
             try:
-                out, next_due = self._claim_once(consumer, count, deadline)
+                out = self._claim_once(consumer, count, deadline)
             except redis.ResponseError as e:
                 if "NOGROUP" not in str(e):
                     raise
                 self._ensure_group()  # the stream vanished (e.g. Redis restarted without data)
                 return []
-            if out or time.monotonic() >= deadline or next_due is None:
+            if out or time.monotonic() >= deadline:
                 return out
 
-    def _claim_once(self, consumer: str, count: int, deadline: float) -> tuple[list[Delivery], float | None]:
+    def _claim_once(self, consumer: str, count: int, deadline: float) -> list[Delivery]:
         """Promote due retries, reclaim timed-out entries, then read new ones, blocking until `deadline`
-        or the next retry falls due (a blocked read is not woken by it); returns (deliveries, next due)."""
+        or the next retry falls due (a blocked read is not woken by it), at most MAX_BLOCK_S."""
         next_due = self._promote(keys=[self.delayed, self.stream], args=[time.time(), count, self._key("")])
         next_due = float(next_due) if next_due else None
         out = [d for e in self._reclaim(consumer, count) if (d := self._deliver(e, consumer))]
         if len(out) < count:
-            block_s = deadline - time.monotonic()
+            block_s = min(deadline - time.monotonic(), MAX_BLOCK_S)
             if next_due is not None:
                 block_s = min(block_s, next_due - time.time())
             block = max(int(block_s * 1000), 1) if not out and block_s > 0 else None
             resp = self.r.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count - len(out), block=block)
             out += [d for _, new in resp for e in new if (d := self._deliver(e, consumer))]
-        return out, next_due
+        return out
 
     def _reclaim(self, consumer: str, count: int) -> list[tuple[str, dict | None]]:
         """Take over entries whose holders have not acked or extended them within the visibility timeout."""
