@@ -59,8 +59,9 @@ def genview_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "services.cli", *args]
 
 
-def wait_http(url: str, proc: Proc, timeout: float = 90.0) -> None:
-    """Block until GET url answers 200, failing early with the log if the process died."""
+def wait_http(url: str, proc: Proc, timeout: float = 300.0) -> None:
+    """Block until GET url answers 200, failing early with the log if the process died (so a long timeout
+    costs nothing when it starts: it covers start-up on a loaded 2-core machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
