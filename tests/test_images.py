@@ -142,3 +142,12 @@ def test_hostile_and_large_inputs_keep_memory_bounded(tmp_path):
                           timeout=120, check=True)
     growth_mb = json.loads(done.stdout)
     assert max(growth_mb.values()) < 40, growth_mb  # a full decode of the JPEG alone would take 72 MB
+
+
+def test_reduced_scale_validation_still_finds_a_truncated_jpeg():
+    data = jpeg(2000, 1500)
+    assert (validate_image(data, MAX_PIXELS).width, validate_image(data, MAX_PIXELS).height) == (2000, 1500)
+    for cut in (len(data) // 2, len(data) - 10):
+        with pytest.raises(ImageRejected) as caught:
+            validate_image(data[:cut], MAX_PIXELS)
+        assert caught.value.code == "corrupt_image"
