@@ -82,3 +82,8 @@ def test_vit_recipe_is_adamw_with_mocov3_vit_backbone():
     assert (config.optimizer, config.base_lr, config.weight_decay, config.warmup_epochs, config.temperature) == (
         "adamw", 1.5e-4, 0.1, 40, 0.2)
     assert config.mocov3_vit and config.crops.t.scale == (0.08, 1.0)
+
+
+def test_mocov2_shuffles_bn_instead_of_syncing_it():
+    assert not recipe_for("mocov2", "resnet50").sync_bn
+    assert all(recipe_for(m, "resnet50").sync_bn for m in ("mocov3", "byol", "simsiam", "swav", "simclr"))

@@ -31,6 +31,7 @@ class MethodConfig(BaseModel):
     fix_pred_lr: bool = Field(False, description="predictor at the initial lr, not scheduled (SimSiam)")
     # network
     zero_init_residual: bool = False
+    sync_bn: bool = Field(True, description="BN statistics over all ranks (SyncBatchNorm); MoCo v2 shuffles instead")
     mocov3_vit: bool = Field(False, description="frozen random patch projection, fixed sin-cos positions")
     vit_heads: int | None = None
     dim: int = 128
@@ -84,7 +85,7 @@ LARS_EXCLUDING = {"optimizer": "lars", "wd_exclude_norm_bias": True}
 # facebookresearch/moco (v2), moco-v3 (main_moco.py, CONFIG.md), simsiam, swav (bs256 scripts),
 # google-research/simclr, deepmind byol. A budget entry applies to runs of at least that many epochs.
 RECIPES: dict[tuple[str, str, int | None], dict[str, Any]] = {
-    ("mocov2", "resnet", None): dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, temperature=0.2,
+    ("mocov2", "resnet", None): dict(optimizer="sgd", base_lr=0.03, weight_decay=1e-4, temperature=0.2, sync_bn=False,
                                      momentum=0.999, dim=128, crops=_pair(0.2, MOCO_JITTER, False)),
     ("mocov3", "resnet", None): dict(**LARS_EXCLUDING, base_lr=0.6, weight_decay=1e-6, warmup_epochs=10,
                                      temperature=1.0, momentum=0.99, dim=256, hidden=4096, pred_hidden=4096,
