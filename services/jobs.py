@@ -50,7 +50,8 @@ class FitJobDocument(BaseModel):
 def fit_payload(body: FitBasisJob, tenant: str, owners: Ownership) -> dict:
     """The queue payload of a basis fit; 404 for a key that is not an input this tenant uploaded."""
     for key in body.keys or []:
-        if not key.startswith("inputs/") or not owners.may_see_key(tenant, validate_key(key)):
+        if not (key.startswith("inputs/") and owners.may_see_key(tenant, validate_key(key))
+                and owners.store.exists(key)):
             raise ApiError(404, "unknown_input", f"no input {key!r} (input keys look like inputs/<sha256>)")
     return {**body.model_dump(), "tenant": tenant}
 
