@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,27 @@ def test_protocol_writes_finite_accuracies(protocol, extra, folders, checkpoint,
     if protocol == "semi":
         assert doc["train_images"] == 6
         assert len((tmp_path / "semi_subset.txt").read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks(folders, checkpoint, tmp_path):
+    """kNN under two gloo ranks equals one process; the linear probe runs under torchrun and writes its JSON."""
+    train, val = folders
+    common = ["--checkpoint", str(checkpoint), "--train", str(train), "--val", str(val), "--batch-size", "4",
+              "--workers", "0", "--device", "cpu"]
+    main(["eval", "knn", *common, "--k", "2", "--out", str(tmp_path / "one")])
+    for protocol in ("knn", "linear"):
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                               "-m", "trainer.eval", "eval", protocol, *common, "--out", str(tmp_path / "two"),
+                               "--epochs" if protocol == "linear" else "--k", "2"],
+                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "eval_knn.json").read_text())
+    two = json.loads((tmp_path / "two" / "eval_knn.json").read_text())
+    assert two["config"]["world_size"] == 2 and two["val_images"] == 4
+    assert two["knn"] == pytest.approx(one["knn"])
+    linear = json.loads((tmp_path / "two" / "eval_linear.json").read_text())
+    assert linear["config"]["world_size"] == 2 and 0.0 <= linear["top1"] <= linear["top5"] <= 1.0
 
 
 def test_balanced_subset_is_deterministic_and_balanced(tmp_path):

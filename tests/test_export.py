@@ -42,7 +42,7 @@ def test_detectron2_key_conversion_by_hand():
 def _checkpoint(tmp_path, arch: str):
     torch.manual_seed(1)
     net, _ = backbone(arch, 64)
-    for m in net.modules():  # non-trivial BN statistics, so a missed buffer shows in the features
+    for m in net.modules():  # non-trivial BN statistics (ResNets), so a missed buffer shows in the features
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
@@ -90,3 +90,17 @@ def test_safetensors_with_config(tmp_path):
         "source_checkpoint": None}
     tm = timm.create_model(config["timm_name"], pretrained=False, num_classes=0)
     tm.load_state_dict(load_file(tmp_path / "hub" / "model.safetensors"), strict=True)
+
+
+@pytest.mark.slow
+def test_vit_exports_under_timm_names(tmp_path):
+    ckpt = _checkpoint(tmp_path, "vit_small")
+    main(["export", "--checkpoint", str(ckpt), "--format", "safetensors", "--out", str(tmp_path / "hub")])
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert config["timm_name"] == "vit_small_patch16_224"
+    vit = timm.create_model(config["timm_name"], pretrained=False, num_classes=0, img_size=config["image_size"],
+                            **config["timm_kwargs"])
+    vit.load_state_dict(load_file(tmp_path / "hub" / "model.safetensors"), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (vit.eval()(x) - load_backbone(str(ckpt)).net.eval()(x)).abs().max() < 1e-5
