@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +21,14 @@ STATUS_TEXT = {
     422: "invalid parameters", 429: "queue full, retry later (Retry-After)",
     503: "queue or store unavailable, retry later (Retry-After)",
 }
+
+
+_PRIVATE = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+|(?<![\w.])/[^\s'\":,]+|\b[\w.-]+:\d{2,5}\b", re.I)
+
+
+def public_error(message: str | None) -> str | None:
+    """A job's error as clients may see it: URLs, host:port pairs and filesystem paths are cut out (logs keep them)."""
+    return _PRIVATE.sub("<redacted>", message) if message else message
 
 
 class ApiError(Exception):

@@ -9,7 +9,7 @@ from genview.queue import Job, JobQueue
 from genview.schemas import BasisFitResult, FitBasisJob
 from genview.settings import Settings
 from genview.store import validate_key
-from services.errors import ApiError, retry_later
+from services.errors import ApiError, public_error, retry_later
 from services.tenancy import Ownership
 
 MAX_WAITERS = 256  # requests blocked in `wait=true` at once (their own threads, apart from the request pool)
@@ -43,7 +43,7 @@ class FitJobDocument(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> FitJobDocument:
-        return cls(job_id=job.job_id, status=job.status, error=job.error,
+        return cls(job_id=job.job_id, status=job.status, error=public_error(job.error),
                    result=BasisFitResult.model_validate(job.result) if job.result else None)
 
 

@@ -41,11 +41,13 @@ class Ownership:
         return match is None or self.owns(tenant, match.group(1))
 
     def may_see_job(self, tenant: str, job: Job) -> bool:
-        """A generation job belongs to its input's owners; other jobs to the tenant that submitted them."""
+        """A job that names its tenant belongs to it; a generation job to its input's owners."""
+        if tenant == PUBLIC:
+            return True
+        if "tenant" in job.payload:
+            return job.payload["tenant"] == tenant
         sha = job.payload.get("sha")
-        if isinstance(sha, str):
-            return self.owns(tenant, sha)
-        return tenant == PUBLIC or job.payload.get("tenant") == tenant
+        return isinstance(sha, str) and self.owns(tenant, sha)
 
 
 class TenantScopedStore:

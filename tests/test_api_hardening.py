@@ -160,6 +160,7 @@ def test_cancel_a_queued_job_and_list_dead_letters(tmp_path):
     queue.fail(delivery, "OSError: /srv/secret/path exploded")
     failed = client.get("/jobs", params={"status": "failed"}).json()
     assert [j["job_id"] for j in failed] == [doomed] and failed[0]["status"] == "failed"
+    assert failed[0]["error"] == "OSError: <redacted> exploded"
     assert client.get("/jobs", params={"status": "running"}).status_code == 422
 
 
@@ -232,3 +233,14 @@ def test_queue_outage_is_503_with_retry_after_on_every_queue_route(tmp_path, own
         assert int(r.headers["retry-after"]) > 0 and "127.0.0.1" not in r.text
     ready = gen_client.get("/readyz")
     assert ready.status_code == 503 and ready.json()["detail"] == ["queue:generate"]
+
+
+def test_scoring_jobs_belong_to_their_tenant(tmp_path):
+    settings = _settings(tmp_path, api_keys="key-a,key-b", score_timeout_s=0.05)
+    client = TestClient(scorer_app(settings, MemoryJobQueue("t"), ObjectStore(settings.store_url)))
+    files = {"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", png_bytes(seed=2))}
+    r = client.post("/score", files=files, headers=A)
+    assert r.status_code == 202
+    assert client.get(r.headers["location"], headers=A).json()["status"] == "queued"
+    assert client.get(r.headers["location"], headers=B).status_code == 404
+    assert client.post("/score", files=files, headers=B).json()["job_id"] != r.json()["job_id"]

@@ -20,7 +20,7 @@ from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, validate_key, view_meta_key
 from services.app import base_app
 from services.auth import Tenant
-from services.errors import GUARDED, ApiError, error_responses
+from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.generator.gallery import add_gallery_route
 from services.generator.jobs import cache_job_id, meta_key
 from services.generator.wiring import QUEUE_NAME, open_generator_queue
@@ -68,7 +68,7 @@ class GeneratorRoutes:
     def document(self, job_id: str, status: str, result: dict | None, cached: bool,
                  error: str | None = None) -> JobDocument:
         """The job document with view URLs (built from the configured public base URL, never from `Host`)."""
-        doc = JobDocument.build(job_id, status, result, cached=cached, error=error)
+        doc = JobDocument.build(job_id, status, result, cached=cached, error=public_error(error))
         for view in doc.views or []:
             view.url = self.urls.view(view.key)
         return doc

@@ -20,7 +20,7 @@ from genview.settings import Settings, get_settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, params_hash, score_key, sha256_hex
 from services.app import base_app
 from services.auth import Tenant
-from services.errors import GUARDED, ApiError, error_responses
+from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fit_payload
 from services.limits import FORM_OVERHEAD, single_valued_form
 from services.metrics import ServiceMetrics
@@ -64,7 +64,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
     bases = BasisCache(store, scorer_id, settings.basis_refresh_s)
     waiter, urls, owners = JobWaiter(queue, settings), Urls(settings), Ownership(store)
 
-    async def scores(body: bytes, timeout: float) -> PairScores | JSONResponse:
+    async def scores(body: bytes, timeout: float, tenant: str) -> PairScores | JSONResponse:
         """The cached or freshly computed scores of a validated pairs body (202 if not done within `timeout`)."""
         sha = await anyio.to_thread.run_sync(sha256_hex, body)
         basis = await anyio.to_thread.run_sync(bases.fingerprint)
@@ -78,7 +78,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
         await anyio.to_thread.run_sync(check_capacity, queue, settings)
         await anyio.to_thread.run_sync(store.put, input_key(sha), body)
         job_id, created = await anyio.to_thread.run_sync(
-            queue.submit, {"sha": sha, "phash": phash, "basis": basis}, f"{sha}:{phash}")
+            queue.submit, {"sha": sha, "phash": phash, "basis": basis, "tenant": tenant}, f"{tenant}:{sha}:{phash}")
         if created:
             metrics.submitted()
         job = await waiter.wait(job_id, timeout)
@@ -92,7 +92,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
 
     @router.post("/score", response_model=ScoreResult, dependencies=[Depends(single_valued_form)],
                  responses={**ACCEPTED, **error_responses(400, 415, 429, 503)})
-    async def score(original: Annotated[UploadFile, File(description="the original image")],
+    async def score(tenant: Tenant, original: Annotated[UploadFile, File(description="the original image")],
                     view: Annotated[UploadFile, File(description="its generated view")],
                     timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
         """Score one pair: foreground similarity s_f, background similarity s_b (Eq. 11) and quality q (Eq. 12)."""
@@ -101,7 +101,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
             data = await read_upload(upload, settings.max_upload_bytes, name)
             images.append(await image_work(_image_tensor, data, settings.max_pixels, field=name))
         body = await image_work(lambda: encode_pairs(pair_from_images(*images)))
-        result = await scores(body, timeout)
+        result = await scores(body, timeout, tenant)
         if isinstance(result, JSONResponse):
             return result
         return ScoreResult(s_f=result.s_f[0], s_b=result.s_b[0], q=result.q[0], fg_basis=result.fg_basis,
@@ -109,12 +109,12 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
 
     @router.post("/score/batch", response_model=BatchScoreResult, openapi_extra=BATCH_BODY,
                  responses={**ACCEPTED, **error_responses(400, 429, 503)})
-    async def score_batch(request: Request, gamma: Annotated[float, Query(ge=-100, le=100)] = 1.0,
+    async def score_batch(request: Request, tenant: Tenant, gamma: Annotated[float, Query(ge=-100, le=100)] = 1.0,
                           timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
         """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
         body = await request.body()
         await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
-        result = await scores(body, timeout)
+        result = await scores(body, timeout, tenant)
         if isinstance(result, JSONResponse):
             return result
         w = quality_weights(torch.tensor(result.q), gamma).tolist()
@@ -124,9 +124,9 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
     async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
         """A scoring job's status, and its scores once done."""
         job = await anyio.to_thread.run_sync(queue.get, job_id)
-        if job is None or "sha" not in job.payload:
-            raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, or expired)")
-        return ScoreJobDocument(job_id=job_id, status=job.status, error=job.error,
+        if job is None or "phash" not in job.payload or not owners.may_see_job(tenant, job):
+            raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+        return ScoreJobDocument(job_id=job_id, status=job.status, error=public_error(job.error),
                                 result=PairScores.model_validate(job.result) if job.result else None)
 
     @router.get("/score/basis", response_model=BasisInfo)
