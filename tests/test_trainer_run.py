@@ -170,3 +170,12 @@ def test_views_shards_train_one_epoch_from_the_shards(images, tmp_path):
                  "--epochs", "1") == 0
     steps = _steps((out / "metrics.jsonl").read_text())
     assert len(steps) == 2 and all(r["generated_fraction"] == 1.0 and math.isfinite(r["loss"]) for r in steps)
+
+
+def test_knn_monitor_on_val_data_with_a_bounded_bank(images, tmp_path):
+    out = tmp_path / "run"
+    assert _main("--data", str(images), "--out", str(out), "--no-quality", *TINY, "--epochs", "1", "--knn-every", "1",
+                 "--val-data", str(images), "--knn-size", "12") == 0
+    epoch = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "epoch_loss" in r]
+    assert len(epoch) == 1 and {"knn_top1_k20", "knn_top1_k200"} <= set(epoch[0])
+    assert 0.0 <= epoch[0]["knn_top1_k20"] <= 1.0 and epoch[0]["checkpoint"] == str(out / "checkpoint.pt")
