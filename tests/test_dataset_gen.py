@@ -51,17 +51,26 @@ def generate_requests(url: str) -> int:
     return int(sum(float(v) for v in re.findall(r'genview_http_requests_total\{route="/generate".*\} (\S+)', text)))
 
 
+def client_env(generator) -> dict:
+    """The client's environment: the shared store, but no model (it must never load one)."""
+    return {k: v for k, v in generator["env"].items() if k not in ("GENVIEW_MODEL", "GENVIEW_MODEL_CACHE")}
+
+
 def _run(generator, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(genview_cmd("generate-dataset", "--generator-url", generator["url"], "--steps", "2",
                                       "--size", "32", "--concurrency", "4", *args),
-                          env=generator["env"], capture_output=True, text=True, timeout=300)
+                          env=client_env(generator), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
 def test_generate_dataset_resume_export_and_levels(generator, images, tmp_path):
     manifest, official = tmp_path / "views.jsonl", tmp_path / "official"
-    _run(generator, "--images", str(images), "--manifest", str(manifest), "--export-official", str(official))
+    assert httpx.get(f"{generator['url']}/basis").json()["basis_id"] == "per-image"
+    _run(generator, "--images", str(images), "--manifest", str(manifest), "--export-official", str(official),
+         "--fit-num", "6")
+    basis = httpx.get(f"{generator['url']}/basis").json()["basis_id"]  # fitted by a worker (POST /basis/fit)
+    assert basis != "per-image" and generator["store"].exists("pca/generator-tiny.safetensors")
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     relative = sorted(str(p.relative_to(images)) for p in images.rglob("*.png"))
     assert sorted(r["path"] for r in rows) == relative
@@ -96,6 +105,7 @@ def test_generate_dataset_resume_export_and_levels(generator, images, tmp_path):
 def test_trainer_from_manifest_makes_no_generator_request(generator, images, tmp_path):
     manifest = tmp_path / "views.jsonl"
     _run(generator, "--images", str(images), "--manifest", str(manifest), "--no-fit")
+    assert {json.loads(line)["fg_basis"] for line in manifest.read_text().splitlines()} == {"per-image"}
     before = generate_requests(generator["url"])
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, str(REPO / "trainer" / "run.py"), "--data", str(images), "--manifest",
