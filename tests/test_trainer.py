@@ -12,25 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import png_bytes
 from tests.procs import genview_cmd, service_env, start_api, start_worker
+from tests.test_trainer_run import images  # noqa: F401  (the 16 class-folder images, a fixture)
 
 pytestmark = pytest.mark.slow  # end-to-end: service processes and torchrun trainer runs
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["--method", "simclr", "--arch", "resnet18", "--image-size", "32", "--batch-size", "8",
           "--gen-steps", "2", "--gen-size", "40", "--workers", "1", "--lookahead", "1", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
-    """16 images in two class folders."""
-    root = tmp_path_factory.mktemp("images")
-    for c in range(2):
-        (root / f"class{c}").mkdir()
-        for i in range(8):
-            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(48, 40, seed=200 + 10 * c + i))
-    return root
 
 
 @pytest.fixture(scope="module")
