@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from tests.helpers import free_port
-from tests.procs import service_env
+from tests.procs import service_env, start_api
 
 REPO = Path(__file__).resolve().parent.parent
 MARKED_BLOCK = re.compile(r"^<!-- test: ([\w-]+) -->\n```(?:bash|sh)\n(.*?)^```", re.M | re.S)
-TESTED = {"two-commands", "quickstart"}
+TESTED = {"two-commands", "quickstart", "generator", "scorer"}
 
 
 def readme_blocks() -> dict[str, str]:
@@ -109,3 +109,29 @@ def test_quickstart(model_cache, tmp_path):
     assert Image.open(tmp_path / "cat_view.png").size == (job["size"], job["size"])
     score = json_documents(done.stdout)[-1]
     assert set(score) >= {"s_f", "s_b", "q", "fg_basis"} and -2 <= score["q"] <= 2
+
+
+@pytest.fixture(scope="module")
+def served(model_cache, tmp_path_factory):
+    """The environment of a reader who ran the quickstart: `genview serve` (tiny) and `url` pointing at it."""
+    root = tmp_path_factory.mktemp("readme-served")
+    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
+                      store_url=f"file://{root / 'store'}")
+    proc, base = start_api("serve", env, root)
+    yield {**env, "url": base}
+    proc.stop()
+
+
+@pytest.mark.slow
+def test_generator_examples(served, tmp_path):
+    docs = json_documents(run_block("generator", served, tmp_path).stdout)
+    waited, submitted, state = docs
+    assert waited["status"] == "done" and len(waited["views"]) == 2 and waited["seed"] == 7
+    assert submitted["status"] in {"queued", "running", "done"} and state["job_id"] == submitted["job_id"]
+
+
+@pytest.mark.slow
+def test_scorer_examples(served, tmp_path):
+    single, batch = json_documents(run_block("scorer", served, tmp_path).stdout)[-2:]
+    assert set(single) >= {"s_f", "s_b", "q", "fg_basis"}
+    assert len(batch["w"]) == 4 and abs(sum(batch["w"]) / 4 - 1) < 1e-4
