@@ -19,9 +19,11 @@ from __future__ import annotations
 import io
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from genview.schemas import ManifestRow
 from genview.store import InvalidKey, ObjectNotFound, ObjectStore
 
 PAD = 8
@@ -39,7 +41,7 @@ def grid_size(num_rows: int, max_views: int, thumb: int = 160) -> tuple[int, int
     return PAD + cols * (thumb + PAD), HEADER_H + num_rows * (thumb + CAPTION_H + PAD)
 
 
-def _fmt(value, digits: int) -> str:
+def fmt(value, digits: int) -> str:
     """A number with `digits` decimals, integers as integers, anything else as text ('?' when absent)."""
     if value is None:
         return "?"
@@ -52,17 +54,53 @@ def _fmt(value, digits: int) -> str:
     return str(value)
 
 
-def caption(row: dict) -> str:
-    """`path  fg=…  level=…  [q=…]` for one manifest row (q may be one number or one per view)."""
-    parts = [str(row.get("path", "")), f"fg={_fmt(row.get('fg_ratio'), 3)}",
-             f"level={_fmt(row.get('noise_level'), 0)}"]
-    if "q" in row:
-        q = row["q"]
-        if isinstance(q, (list, tuple)):
-            parts.append("q=" + ",".join(_fmt(v, 2) for v in q))
-        else:
-            parts.append(f"q={_fmt(q, 2)}")
-    return "  ".join(p for p in parts if p)
+@dataclass(frozen=True)
+class GalleryItem:
+    """One generation result as both renderers show it (contact sheet here, HTML page in the generator service).
+
+    Built leniently from manifest rows or stored result documents: a missing or odd value shows as text,
+    never as an error, so one bad row never loses the gallery.
+    """
+
+    name: str  # the manifest path, or the result's store location
+    sha: str | None = None
+    fg_map: str | None = None
+    views: tuple = ()  # store keys
+    fg_ratio: object = None
+    noise_level: object = None
+    q: object = None  # one number, or one per view
+    details: tuple = ()  # (label, value) shown by the page: fg basis, seed, size
+
+    @classmethod
+    def from_row(cls, row: ManifestRow | dict) -> GalleryItem:
+        """An item of a `generate-dataset` manifest row."""
+        r = row.model_dump() if isinstance(row, ManifestRow) else row
+        views = r.get("views") if isinstance(r.get("views"), list) else []
+        return cls(str(r.get("path", "")), r.get("sha256"), r.get("fg_map"), tuple(views), r.get("fg_ratio"),
+                   r.get("noise_level"), r.get("q"))
+
+    @classmethod
+    def from_result(cls, name: str, sha: str, meta: dict) -> GalleryItem:
+        """An item of a stored result document (`views/<sha>/<phash>/meta.json`)."""
+        views = meta.get("views") if isinstance(meta.get("views"), list) else []
+        keys = tuple(v.get("key") if isinstance(v, dict) else v for v in views)
+        per_view_q = [v["q"] for v in views if isinstance(v, dict) and "q" in v]
+        q = meta["q"] if "q" in meta else (per_view_q or None)
+        details = tuple((k.replace("_", " "), meta[k]) for k in ("fg_basis", "seed", "size") if k in meta)
+        return cls(name, sha, meta.get("fg_map"), keys, meta.get("fg_ratio"), meta.get("noise_level"), q, details)
+
+    def caption_fields(self) -> list[tuple[str, str]]:
+        """(label, formatted value) of fg ratio, noise level and, when known, q."""
+        fields = [("fg", fmt(self.fg_ratio, 3)), ("level", fmt(self.noise_level, 0))]
+        if isinstance(self.q, (list, tuple)):
+            fields.append(("q", ",".join(fmt(v, 2) for v in self.q)))
+        elif self.q is not None:
+            fields.append(("q", fmt(self.q, 2)))
+        return fields
+
+    def caption(self) -> str:
+        """`name  fg=…  level=…  [q=…]`: the contact sheet's caption line."""
+        return "  ".join(p for p in [self.name, *(f"{k}={v}" for k, v in self.caption_fields())] if p)
 
 
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
@@ -119,20 +157,19 @@ def _store_fetch(store: ObjectStore, key) -> Callable[[], bytes]:
     return fetch
 
 
-def render_grid(rows: Sequence[dict], store: ObjectStore, read_original: Callable[[dict], bytes],
+def render_grid(rows: Sequence[ManifestRow | dict], store: ObjectStore, read_original: Callable[[GalleryItem], bytes],
                 thumb: int = 160) -> Image.Image:
     """One row per manifest row: original, foreground map, generated view(s), and a caption.
 
-    `read_original(row)` returns the bytes of the row's original image; the foreground map and views are
-    read from `store` under the row's `fg_map` and `views` keys. Missing or unreadable objects are drawn
-    as grey "missing" tiles. The size is `grid_size(len(rows), most views, thumb)`.
+    `read_original(item)` returns the bytes of the item's original image (item.name is the manifest path);
+    the foreground map and views are read from `store`. Missing or unreadable objects are drawn as grey
+    "missing" tiles. The size is `grid_size(len(rows), most views, thumb)`.
     """
     if thumb < 16:
         raise ValueError(f"thumb must be at least 16 pixels, not {thumb}")
-    rows = list(rows)
-    view_lists = [row.get("views") if isinstance(row.get("views"), list) else [] for row in rows]
-    max_views = max((len(v) for v in view_lists), default=0)
-    width, height = grid_size(len(rows), max_views, thumb)
+    items = [GalleryItem.from_row(row) for row in rows]
+    max_views = max((len(item.views) for item in items), default=0)
+    width, height = grid_size(len(items), max_views, thumb)
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default()
@@ -142,13 +179,13 @@ def render_grid(rows: Sequence[dict], store: ObjectStore, read_original: Callabl
         x = PAD + col * (thumb + PAD)
         draw.text((x, 4), _fit_text(draw, label, font, thumb), fill=TEXT, font=font)
 
-    for r, (row, views) in enumerate(zip(rows, view_lists)):
+    for r, item in enumerate(items):
         y = HEADER_H + r * (thumb + CAPTION_H + PAD)
-        tiles = [_tile(lambda row=row: read_original(row), thumb, font),
-                 _tile(_store_fetch(store, row.get("fg_map")), thumb, font),
-                 *(_tile(_store_fetch(store, key), thumb, font) for key in views)]
+        tiles = [_tile(lambda item=item: read_original(item), thumb, font),
+                 _tile(_store_fetch(store, item.fg_map), thumb, font),
+                 *(_tile(_store_fetch(store, key), thumb, font) for key in item.views)]
         for col, tile in enumerate(tiles):
             sheet.paste(tile, (PAD + col * (thumb + PAD), y))
-        text = _fit_text(draw, caption(row), font, width - 2 * PAD)
+        text = _fit_text(draw, item.caption(), font, width - 2 * PAD)
         draw.text((PAD, y + thumb + 3), text, fill=TEXT, font=font)
     return sheet

@@ -16,8 +16,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from genview.gallery import CAPTION_H, HEADER_H, PAD, PLACEHOLDER, grid_size, render_grid
+from genview.gallery import CAPTION_H, HEADER_H, PAD, PLACEHOLDER, GalleryItem, grid_size, render_grid
 from genview.queue import MemoryJobQueue
+from genview.schemas import ManifestRow
 from genview.settings import Settings
 from genview.store import ObjectStore, sha256_hex
 from services.generator.app import create_app
@@ -78,8 +79,8 @@ def test_render_grid_draws_every_row_and_placeholders_for_missing_objects(memory
          "views": ["views/../../etc/passwd"], "fg_map": None},  # original absent, bad key, no fg map
     ]
 
-    def read_original(row):
-        return originals[row["path"]]  # KeyError for gone.png → placeholder
+    def read_original(item):
+        return originals[item.name]  # KeyError for gone.png → placeholder
 
     grid = render_grid(rows, memory_store, read_original, thumb=THUMB)
     assert grid.size == grid_size(3, 2, THUMB) == (PAD + 4 * (THUMB + PAD), HEADER_H + 3 * (THUMB + CAPTION_H + PAD))
@@ -220,3 +221,16 @@ def test_gallery_renders_in_headless_chromium(tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_both_renderers_caption_from_one_item_model():
+    row = {"path": "a.png", "sha256": "a" * 64, "fg_ratio": 0.41234, "noise_level": 200, "seed": 0, "q": [0.5, 0.75],
+           "views": ["views/x/y/0.png"], "fg_map": "views/x/y/fg.png"}
+    meta = {"fg_ratio": 0.41234, "noise_level": 200, "fg_basis": "fitted", "seed": 0, "size": 64,
+            "views": [{"key": "views/x/y/0.png", "q": 0.5}, {"key": "views/x/y/1.webp", "q": 0.75}],
+            "fg_map": "views/x/y/fg.png"}
+    sheet, page = GalleryItem.from_row(row), GalleryItem.from_result("a", "a" * 64, meta)
+    assert sheet.caption() == "a.png  fg=0.412  level=200  q=0.50,0.75"
+    assert sheet.caption_fields() == page.caption_fields()
+    assert page.views == ("views/x/y/0.png", "views/x/y/1.webp") and ("fg basis", "fitted") in page.details
+    assert GalleryItem.from_row(ManifestRow.model_validate(row)).caption() == sheet.caption()

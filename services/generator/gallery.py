@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import numbers
 import re
 from urllib.parse import quote
 
@@ -17,6 +16,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 
+from genview.gallery import GalleryItem, fmt
 from genview.schemas import ErrorBody
 from genview.store import ObjectNotFound, ObjectStore, input_key, validate_key
 from services.common import ApiError
@@ -24,6 +24,7 @@ from services.common import ApiError
 META_KEY = re.compile(r"views/([^/]+)/([^/]+)/meta\.json")
 SHA = re.compile(r"[0-9a-f]{64}")
 MAX_LIMIT = 500
+VIEW_SUFFIXES = (".png", ".webp", ".jpg")
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
@@ -55,20 +56,9 @@ def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _fmt(value, digits: int) -> str:
-    """A number with `digits` decimals (integers unchanged), anything else as text; '?' when absent."""
-    if value is None:
-        return "?"
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return f"{float(value):.{digits}f}"
-    return str(value)
-
-
 def _view_url(key) -> str | None:
     """The `/views/...` URL of a view key stored in a result document, or None if the key is not valid."""
-    if not isinstance(key, str) or not key.startswith("views/") or not key.endswith(".png"):
+    if not isinstance(key, str) or not key.startswith("views/") or not key.endswith(VIEW_SUFFIXES):
         return None
     try:
         validate_key(key)
@@ -84,30 +74,18 @@ def _figure(url: str | None, label: str) -> str:
 
 
 def _result_html(key: str, meta) -> str:
-    """One result: original, foreground map, views, then fg ratio and noise level."""
+    """One result: original, foreground map, views, then the shared caption fields and details."""
     sha, phash = META_KEY.fullmatch(key).groups()
-    figures = [_figure(f"/inputs/{sha}" if SHA.fullmatch(sha) else None, "original")]
+    original = _figure(f"/inputs/{sha}" if SHA.fullmatch(sha) else None, "original")
     if not isinstance(meta, dict):
-        return (f'<section class="result"><div class="tiles">{figures[0]}</div>'
+        return (f'<section class="result"><div class="tiles">{original}</div>'
                 f'<div class="caption error">unreadable result document <code>{_esc(key)}</code></div></section>')
-    figures.append(_figure(_view_url(meta.get("fg_map")), "foreground"))
-    views = meta.get("views") if isinstance(meta.get("views"), list) else []
-    q_values = []
-    for i, view in enumerate(views):
-        view_key = view.get("key") if isinstance(view, dict) else view
-        figures.append(_figure(_view_url(view_key), f"view {i}"))
-        if isinstance(view, dict) and "q" in view:
-            q_values.append(_fmt(view["q"], 2))
-    caption = [f"fg ratio <b>{_esc(_fmt(meta.get('fg_ratio'), 3))}</b>",
-               f"noise level <b>{_esc(_fmt(meta.get('noise_level'), 0))}</b>"]
-    if "q" in meta:
-        caption.append(f"q <b>{_esc(_fmt(meta['q'], 2))}</b>")
-    elif q_values:
-        caption.append(f"q <b>{_esc(', '.join(q_values))}</b>")
-    for name in ("fg_basis", "seed", "size"):
-        if name in meta:
-            caption.append(f"{name.replace('_', ' ')} {_esc(_fmt(meta[name], 3))}")
-    caption.append(f"<code>{_esc(sha[:12])}…/{_esc(phash[:8])}…</code>")
+    item = GalleryItem.from_result(f"{sha[:12]}…/{phash[:8]}…", sha, meta)
+    figures = [original, _figure(_view_url(item.fg_map), "foreground"),
+               *(_figure(_view_url(k), f"view {i}") for i, k in enumerate(item.views))]
+    caption = [f"{_esc(label)} <b>{_esc(value)}</b>" for label, value in item.caption_fields()]
+    caption += [f"{_esc(label)} {_esc(fmt(value, 3))}" for label, value in item.details]
+    caption.append(f"<code>{_esc(item.name)}</code>")
     return (f'<section class="result"><div class="tiles">{"".join(figures)}</div>'
             f'<div class="caption">{" · ".join(caption)}</div></section>')
 
