@@ -68,12 +68,14 @@ def test_fp16_is_refused_on_the_cpu(images, tmp_path, capsys):
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
 
 
-def test_unreachable_generator_fails_within_seconds(images, tmp_path, capsys):
+@pytest.mark.parametrize("service", ["generator", "scorer"])
+def test_unreachable_service_fails_within_seconds(service, images, tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}"
+    flags = ["--generator-url", url, "--no-quality"] if service == "generator" else ["--scorer-url", url]
     start = time.monotonic()
-    code = _main("--data", str(images), "--out", str(tmp_path / "run"), "--no-quality", *TINY,
-                 "--generator-url", f"http://127.0.0.1:{free_port()}")
-    assert code == 1 and time.monotonic() - start < 10
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("trainer: generator at http://127.0.0.1:")
+    assert _main("--data", str(images), "--out", str(tmp_path / "run"), *TINY, *flags) == 1
+    assert time.monotonic() - start < 10
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"trainer: {service} at {url} is unreachable")
 
 
 def _manifest(tmp_path: Path, images: Path, store: ObjectStore, with_views: int) -> Path:
