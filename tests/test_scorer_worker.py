@@ -1,0 +1,57 @@
+"""The scorer's basis rule (a fitted basis unless per-image is asked for) and its worker's fit-basis jobs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genview.basis import BasisCache, BasisRequired
+from genview.method.pca import fit_pca_basis
+from genview.models.scorer_encoder import ScorerEncoder
+from genview.queue import MemoryJobQueue
+from genview.schemas import BasisFitResult
+from genview.scoring import PairScorer
+from genview.store import ObjectStore, input_key, sha256_hex
+from services.scorer.pairs import encode_pairs
+from tests.helpers import png_bytes
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory):
+    return PairScorer(ScorerEncoder.load("tiny", device="cpu", cache=str(tmp_path_factory.mktemp("scorer"))), 16)
+
+
+def _pairs(n: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 2, 40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_scoring_needs_a_fitted_basis_unless_per_image_is_asked_for(scorer):
+    pairs = _pairs(3, 0)
+    with pytest.raises(BasisRequired, match="fit-pca --encoder scorer"):
+        scorer.score(pairs, None)
+    per_image = scorer.score(pairs, None, per_image=True)
+    basis = fit_pca_basis(scorer.encoder.tokens(pairs.flatten(0, 1)), scorer.encoder.grid)
+    fitted = scorer.score(pairs, basis)
+    assert per_image.q.shape == fitted.q.shape == (3,) and not torch.allclose(per_image.q, fitted.q)
+    torch.testing.assert_close(scorer.score(pairs, basis, per_image=True).q, per_image.q)
+
+
+def test_fit_job_fits_on_stored_images_and_pair_bodies(scorer):
+    from services.scorer.worker import ScorerWorker
+
+    store, queue = ObjectStore("memory://scorer-fit-test"), MemoryJobQueue("score", max_deliveries=1)
+    keys = []
+    for data in (png_bytes(48, 40, seed=1), encode_pairs(_pairs(2, 1)), b"neither"):
+        keys.append(input_key(sha256_hex(data)))
+        store.put(keys[-1], data)
+    worker = ScorerWorker(scorer, queue, store, basis_refresh_s=0)
+    job_id, _ = queue.submit({"kind": "fit-basis", "num": 10, "keys": None})
+    worker.handle(queue.claim("t", 1, 0))
+    job = queue.get(job_id)
+    assert job.status == "done", job.error
+    result = BasisFitResult.model_validate(job.result)
+    assert result.images == 1 + 4  # one image, two pairs of two crops; the unreadable body is skipped
+    assert BasisCache(store, scorer.encoder.encoder_id).current().fingerprint == result.basis_id
+    bad_id, _ = queue.submit({"kind": "fit-basis", "num": 1, "keys": [keys[2]]})
+    worker.handle(queue.claim("t", 1, 0))
+    assert queue.get(bad_id).status == "failed" and "no tokens" in queue.get(bad_id).error
