@@ -95,7 +95,8 @@ class ServiceViewSource:
         return uses_fitted_basis(self.policy) and self.client.basis().basis_id == PER_IMAGE
 
     def fit_basis(self, paths: Sequence[str], num: int, seed: int = 0, timeout_s: float = 600.0) -> str:
-        """Fit the generator's basis on a sample of `paths` (`POST /basis/fit`) and wait until it serves it.
+        """Fit the generator's basis on a sample of `paths` (`POST /basis/fit`) and wait until it serves it;
+        `check()` again afterwards to key views on it.
 
         The API fits on inputs it stores; a sample image is stored by a one-step 16-px generation (cheap).
         """
@@ -112,7 +113,6 @@ class ServiceViewSource:
             if time.monotonic() > deadline:
                 raise SourceNotReady(f"generator {self.url} did not pick up the fitted basis {fitted}")
             time.sleep(0.5)
-        self.check()
         return fitted
 
     def key(self, path: str, image: bytes) -> str:
