@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from genview.schemas import GenerationParams
-from genview.store import view_meta_key, validate_key
-
-__all__ = ["GenerationParams", "cache_job_id", "fg_map_key", "meta_key"]  # GenerationParams: re-export until app.py imports genview.schemas
+from genview.store import validate_key, view_meta_key
 
 
 def meta_key(sha: str, params: GenerationParams) -> str:
