@@ -69,12 +69,13 @@ def test_torchrun_two_ranks_train_and_resume_exactly(stack, images, tmp_path):
     assert [r["epoch"] for r in _records(full) if "knn_top1" in r] == [0, 1]
     assert httpx.get(f"{stack['generator_url']}/basis").json()["basis_id"] != "per-image"  # the trainer fitted it
 
-    probe = subprocess.run([sys.executable, str(REPO / "trainer" / "linear.py"), "--checkpoint",
-                            str(full / "checkpoint.pt"), "--data", str(images), "--epochs", "20"],
-                           capture_output=True, text=True, timeout=120, cwd=REPO)
+    probe = subprocess.run([sys.executable, "-m", "trainer.eval", "eval", "linear", "--checkpoint",
+                            str(full / "checkpoint.pt"), "--train", str(images), "--val", str(images), "--epochs", "2",
+                            "--batch-size", "8", "--workers", "0", "--device", "cpu", "--out", str(full)],
+                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert probe.returncode == 0, probe.stderr[-2000:]
-    result = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert result["train"] == 12 and result["val"] == 4 and 0.0 <= result["top1"] <= 1.0
+    result = json.loads((full / "eval_linear.json").read_text())  # the method rebuilt from method_config
+    assert result["train_images"] == 16 and result["method"] == "simclr" and 0.0 <= result["top1"] <= 1.0
 
     _train(part, *services, *COMMON, "--epochs", "2", "--stop-after-epochs", "1", nproc=2)
     _train(part, *services, *COMMON, "--epochs", "2", "--resume", nproc=2)
