@@ -64,7 +64,8 @@ def fit(model: Classifier, optimizer: torch.optim.Optimizer, dataset: Dataset, e
         raise SystemExit(f"--batch-size {batch_size} is not divisible by {world} ranks")
     sampler = DistributedSampler(dataset, world, dist.rank(), shuffle=True, seed=seed, drop_last=False)
     loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=len(sampler) > batch_size // world)
+                        pin_memory=device.type == "cuda", drop_last=len(sampler) > batch_size // world,
+                        persistent_workers=workers > 0)
     schedule = build_schedule(optimizer, 0, epochs * len(loader))
     net: nn.Module = model
     if dist.is_distributed():
