@@ -124,7 +124,7 @@ def worker_path(generator: UnclipGenerator, data: list[bytes], batch: int, steps
     def serve(job_ids: list[str]) -> float:
         """Images/s of the worker loop on jobs already queued (its batches then have the full size)."""
         stop = threading.Event()
-        loop = threading.Thread(target=run_worker, args=(queue, worker.handle, "bench", batch,
+        loop = threading.Thread(target=run_worker, args=(queue, worker.submit, "bench", batch,
                                                          settings.max_batch_wait_ms, stop), daemon=True)
 
         def run() -> None:

@@ -40,8 +40,9 @@ def _submit(worker: GeneratorWorker, seeds: range, noise: str = "auto:per-image"
 
 
 def _drain(worker: GeneratorWorker) -> None:
+    """The run loop's way: `submit` each batch (stores overlap the next batch), then wait for the last stores."""
     while batch := worker.queue.claim("test", 4, 0):
-        worker.handle(batch)
+        worker.submit(batch)
     worker.wait_stored()
 
 
@@ -114,3 +115,11 @@ def test_view_format_webp(generator, tmp_path):
     result = GenerationResult.model_validate(worker.queue.get(job).result)
     assert all(v.key.endswith(".webp") for v in result.views)
     assert worker.store.get(result.views[0].key)[8:12] == b"WEBP"
+
+
+def test_handle_finishes_every_delivery_before_it_returns(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "sync", encode_threads=2)
+    ids = _submit(worker, range(2))
+    worker.handle(worker.queue.claim("test", 4, 0))
+    assert [worker.queue.get(i).status for i in ids] == ["done", "done"]
+    worker.close()

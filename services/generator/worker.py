@@ -1,8 +1,9 @@
 """Generator worker: a thin, pipelined adapter — claim → decode → ViewGenerator → encode/store → complete.
 
 Decoding of a batch runs in a bounded thread pool before the model call, and encoding/storing of a batch
-runs there after it, while the loop hands over the next batch (so the model waits only for decoding).
-`GENVIEW_ENCODE_THREADS=0` runs everything in the calling thread (the serial path, byte-identical).
+runs there after it. `submit` (the run loop's handler) returns after the model calls, so the stores of batch
+k overlap the decoding and generation of batch k+1; `handle` waits for them (every delivery finished on
+return). `GENVIEW_ENCODE_THREADS=0` runs everything in the calling thread (the serial path, byte-identical).
 """
 
 from __future__ import annotations
@@ -86,7 +87,13 @@ class GeneratorWorker:
               registry=self.registry).set_function(self.idle.ratio)
 
     def handle(self, deliveries: list[Delivery]) -> None:
-        """Complete or fail every delivery (the last batch's stores may still run when this returns)."""
+        """Complete or fail every delivery before returning (the serial contract of a batch handler)."""
+        self.submit(deliveries)
+        self.wait_stored()
+
+    def submit(self, deliveries: list[Delivery]) -> None:
+        """The pipelined handler: returns after the model calls; this batch's stores finish while the next
+        batch is decoded and generated (the next `submit`, `wait_stored` or `close` waits for them)."""
         start = time.perf_counter()
         fits = [d for d in deliveries if d.payload.get("kind") == FIT_KIND]
         for delivery in fits:
