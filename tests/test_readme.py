@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import free_port
+from tests.helpers import free_port, png_bytes
 from tests.procs import service_env, start_api
 
 REPO = Path(__file__).resolve().parent.parent
 MARKED_BLOCK = re.compile(r"^<!-- test: ([\w-]+) -->\n```(?:bash|sh)\n(.*?)^```", re.M | re.S)
-TESTED = {"two-commands", "quickstart", "generator", "scorer"}
+LINKED = ("samples", "trainer", "examples")  # what README commands use by a path relative to the checkout
+TESTED = {"two-commands", "quickstart", "generator", "scorer", "trainer", "dataset"}
 
 
 def readme_blocks() -> dict[str, str]:
@@ -34,9 +35,10 @@ def readme_blocks() -> dict[str, str]:
 
 
 def run_block(name: str, env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a README block with `bash -euo pipefail` in cwd (holding a link to samples/); then stop what it left
+    """Run a README block with `bash -euo pipefail` in cwd (with links to LINKED); then stop what it left
     in the background (e.g. `genview serve &`) with its whole process group."""
-    (cwd / "samples").symlink_to(REPO / "samples")
+    for folder in LINKED:
+        (cwd / folder).symlink_to(REPO / folder)
     bin_dir = Path(sys.executable).parent  # `genview`, `python3` and `torchrun` of this interpreter come first
     env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"}
     out, err = cwd / f"{name}.stdout", cwd / f"{name}.stderr"  # files, not pipes: `serve &` keeps pipes open
@@ -116,7 +118,7 @@ def served(model_cache, tmp_path_factory):
     """The environment of a reader who ran the quickstart: `genview serve` (tiny) and `url` pointing at it."""
     root = tmp_path_factory.mktemp("readme-served")
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
-                      store_url=f"file://{root / 'store'}")
+                      store_url=f"file://{root / 'store'}", basis_refresh_s="0.5")
     proc, base = start_api("serve", env, root)
     yield {**env, "url": base}
     proc.stop()
@@ -135,3 +137,39 @@ def test_scorer_examples(served, tmp_path):
     single, batch = json_documents(run_block("scorer", served, tmp_path).stdout)[-2:]
     assert set(single) >= {"s_f", "s_b", "q", "fg_basis"}
     assert len(batch["w"]) == 4 and abs(sum(batch["w"]) / 4 - 1) < 1e-4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A small image folder in two classes, as `DATA`."""
+    root = tmp_path_factory.mktemp("readme-data")
+    for c in range(2):
+        (root / f"class{c}").mkdir()
+        for i in range(8):
+            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(48, 40, seed=400 + 10 * c + i))
+    return root
+
+
+SMALL_RUN = {"EPOCHS": "1", "BATCH_SIZE": "8", "IMAGE_SIZE": "32"}
+
+
+def _trained_steps(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "loss" in r]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_trainer_example(served, data, tmp_path):
+    run_block("trainer", {**served, **SMALL_RUN, "DATA": str(data)}, tmp_path, timeout=1100)
+    steps = _trained_steps(tmp_path / "runs" / "simclr")
+    assert len(steps) == 2 and all(r["generated_fraction"] == 1.0 and r["w_min"] < r["w_max"] for r in steps)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_dataset_example(served, data, tmp_path):
+    run_block("dataset", {**served, **SMALL_RUN, "DATA": str(data)}, tmp_path, timeout=1100)
+    rows = [json.loads(line) for line in (tmp_path / "views.jsonl").read_text().splitlines()]
+    assert len(rows) == 16
+    assert len(_trained_steps(tmp_path / "runs" / "from-manifest")) == 2
