@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -34,3 +35,12 @@ def png_bytes(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def image_folder(root: Path, classes: int = 2, per_class: int = 8, seed: int = 0) -> Path:
+    """`root/class{c}/{i}.png`: small random PNGs in class folders (the trainer's kNN labels); returns root."""
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(48, 40, seed=seed + 10 * c + i))
+    return root

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import png_bytes
+from tests.helpers import image_folder
 from tests.procs import genview_cmd, service_env, start_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # end-to-end: `genview serve`, a training process each
@@ -25,10 +25,7 @@ EPOCH_LINE = re.compile(r"^epoch (\d+) loss (\S+) w_min (\S+) w_max (\S+)$", re.
 def served(model_cache, tmp_path_factory):
     """8 images, the scorer's basis fitted on them, and `genview serve` (tiny) using that store."""
     root = tmp_path_factory.mktemp("examples")
-    images = root / "images"
-    images.mkdir()
-    for i in range(8):
-        (images / f"{i}.png").write_bytes(png_bytes(48, 40, seed=300 + i))
+    images = image_folder(root / "images", per_class=4, seed=300)
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
                       store_url=f"file://{root / 'store'}")
     fit = subprocess.run(genview_cmd("fit-pca", "--encoder", "scorer", "--images", str(images), "--num", "8"),

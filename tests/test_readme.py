@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import free_port, png_bytes
+from tests.helpers import free_port, image_folder
 from tests.procs import service_env, start_api
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,12 +142,7 @@ def test_scorer_examples(served, tmp_path):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """A small image folder in two classes, as `DATA`."""
-    root = tmp_path_factory.mktemp("readme-data")
-    for c in range(2):
-        (root / f"class{c}").mkdir()
-        for i in range(8):
-            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(48, 40, seed=400 + 10 * c + i))
-    return root
+    return image_folder(tmp_path_factory.mktemp("readme-data"), seed=400)
 
 
 SMALL_RUN = {"EPOCHS": "1", "BATCH_SIZE": "8", "IMAGE_SIZE": "32"}
