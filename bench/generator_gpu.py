@@ -107,10 +107,11 @@ def diffusers_batched(pipe, data: list[bytes], device, batch: int, steps: int, g
 
 
 def worker_path(generator: UnclipGenerator, data: list[bytes], batch: int, steps: int, guidance: float, size: int,
-                rounds: int, compiled: bool) -> tuple[float, float]:
-    """(images/s, GPU-idle share) of the worker served by the real worker loop at the default batch wait."""
+                rounds: int, compiled: bool, pipelined: bool = True) -> tuple[float, float]:
+    """(images/s, GPU-idle share) of the worker served by the real worker loop at the default batch wait;
+    `pipelined=False`: the serial path (no I/O threads, every batch stored before the next starts)."""
     settings = Settings(model="bench", max_batch_size=batch, store_url=f"memory://bench-{time.time_ns()}",
-                        compile=compiled)
+                        compile=compiled, **({} if pipelined else {"encode_threads": 0}))
     queue, store = MemoryJobQueue(f"bench-{time.time_ns()}"), ObjectStore(settings.store_url)
     worker = GeneratorWorker(settings, generator, queue, store)
     for raw in data[:batch]:
@@ -124,8 +125,9 @@ def worker_path(generator: UnclipGenerator, data: list[bytes], batch: int, steps
     def serve(job_ids: list[str]) -> float:
         """Images/s of the worker loop on jobs already queued (its batches then have the full size)."""
         stop = threading.Event()
-        loop = threading.Thread(target=run_worker, args=(queue, worker.submit, "bench", batch,
-                                                         settings.max_batch_wait_ms, stop), daemon=True)
+        handler = worker.submit if pipelined else worker.handle
+        loop = threading.Thread(target=run_worker, args=(queue, handler, "bench", batch, settings.max_batch_wait_ms,
+                                                         stop), daemon=True)
 
         def run() -> None:
             loop.start()
@@ -203,6 +205,9 @@ def main() -> None:
                                  mode == "compiled")
         save(**{f"worker_{mode}_images_per_s": rate, f"worker_{mode}_gpu_idle_ratio": idle,
                 f"worker_{mode}_peak_memory_gb": peak_memory_gb(device)})
+        rate, idle = worker_path(generator, data, args.batch, args.steps, args.guidance, args.size, args.rounds,
+                                 mode == "compiled", pipelined=False)
+        save(**{f"worker_serial_{mode}_images_per_s": rate, f"worker_serial_{mode}_gpu_idle_ratio": idle})
         reset_peak_memory(device)
         save(**{f"diffusers_batched_{mode}_images_per_s": diffusers_batched(
             pipe, data, device, args.batch, args.steps, args.guidance, args.size, args.rounds),
