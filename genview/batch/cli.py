@@ -35,11 +35,13 @@ def config_from_args(args: argparse.Namespace):
 
     settings = get_settings()
     gpus = args.gpus_per_actor if args.gpus_per_actor is not None else (0.0 if settings.device == "cpu" else 1.0)
-    return RayGenerationConfig(images=args.images, shards=args.shards, settings=settings,
-                               noise_policy=args.noise_policy, num_views=args.num_views, seed=args.seed,
-                               steps=args.steps, size=args.size, images_per_shard=args.images_per_shard,
-                               batch_size=args.batch_size, concurrency=args.actors, gpus_per_actor=gpus,
-                               fit_num=args.fit_num, fit=not args.no_fit, with_originals=not args.no_originals)
+    # --no-fit: adaptive becomes the per-image estimate, as with --engine service
+    policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
+    return RayGenerationConfig(images=args.images, shards=args.shards, settings=settings, noise_policy=policy,
+                               num_views=args.num_views, seed=args.seed, steps=args.steps, size=args.size,
+                               images_per_shard=args.images_per_shard, batch_size=args.batch_size,
+                               concurrency=args.actors, gpus_per_actor=gpus, fit_num=args.fit_num,
+                               with_originals=not args.no_originals)
 
 
 def run_ray(args: argparse.Namespace) -> None:

@@ -54,7 +54,6 @@ class RayGenerationConfig(BaseModel):
     concurrency: int = 1  # actors
     gpus_per_actor: float = 1.0
     fit_num: int = 10_000
-    fit: bool = True  # fit a basis when the policy needs one and the store has none
     with_originals: bool = True  # the shards carry the input bytes (trainers need no other copy)
 
 
@@ -113,7 +112,7 @@ def resolve_basis(config: RayGenerationConfig, paths: list[str]) -> PCABasis | N
     """The store's basis; else, when the policy needs one, a basis fitted on a Ray actor (saved to the store)."""
     s = config.settings
     current = BasisCache(ObjectStore.from_settings(s), encoder_id("generator", s.model)).current()
-    if current is not None or not (config.fit and uses_fitted_basis(parse_noise_policy(config.noise_policy))):
+    if current is not None or not uses_fitted_basis(parse_noise_policy(config.noise_policy)):
         return current
     actor = ray.remote(num_gpus=config.gpus_per_actor)(BasisFitter).remote(s)
     try:
