@@ -86,12 +86,12 @@ def test_checkpoint_backbone_is_loaded(checkpoint):
 def test_method_config_checkpoint_rebuilds_the_method(tmp_path):
     from trainer.methods import build_method, method_config
 
-    config = method_config("byol", "resnet18", 32)
+    config = method_config("simsiam", "resnet18", 32)
     method = build_method(config)
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": method.state_dict(), "epoch": 1, "method_config": config.to_dict()}, path)
     loaded = load_backbone(str(path))
-    assert (loaded.arch, loaded.image_size, loaded.method, loaded.epochs) == ("resnet18", 32, "byol", 2)
+    assert (loaded.arch, loaded.image_size, loaded.method, loaded.epochs) == ("resnet18", 32, "simsiam", 2)
     for key, value in method.backbone.state_dict().items():
         assert torch.equal(loaded.net.state_dict()[key], value), key
 
