@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -100,6 +99,12 @@ class Workers:
                                  env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
             self.procs[p.pid] = p
 
+    def wait_serving(self, timeout_s: float = 180) -> None:
+        """Block until every worker has entered its loop (it logs `serving`)."""
+        logs = [self.workdir / f"worker-{i}.log" for i in range(len(self.procs))]
+        _wait_until(lambda: all(" serving " in log.read_text() for log in logs), timeout_s,
+                    "the workers did not start serving")
+
     def exited(self) -> list[int]:
         return [pid for pid, p in self.procs.items() if p.poll() is not None]
 
@@ -160,6 +165,7 @@ def lease_scenario(workdir: Path, compute_s: float = 8.0, workers: int = 4,
     queue = options.open(redis_server.url)
     try:
         pool.start(workers)
+        pool.wait_serving()
         long_job, _ = queue.submit({"compute_s": compute_s})
         long = queue.wait(long_job, compute_s + 60)
         doomed, _ = queue.submit({"compute_s": compute_s / 2})
@@ -192,9 +198,10 @@ class OutageResult:
 
 
 def outage_scenario(workdir: Path, workers: int = 3, submit_s: float = 8.0, down_at_s: float = 2.0,
-                    down_for_s: float = 3.0, every_s: float = 0.05, compute_s: float = 0.05,
+                    down_for_s: float = 3.0, every_s: float = 0.05, compute_s: float = 0.3,
                     options: QueueOptions = QueueOptions()) -> OutageResult:
-    """Submit jobs steadily; SIGKILL Redis (AOF) meanwhile and restart it; every accepted job must finish."""
+    """Submit jobs steadily, faster than the workers finish them (so batches are running when Redis dies);
+    SIGKILL Redis (AOF) meanwhile and restart it; every accepted job must finish, every worker live on."""
     redis_server = RedisServer(workdir)
     redis_server.start()
     pool = Workers(redis_server.url, options, workdir)
@@ -203,6 +210,7 @@ def outage_scenario(workdir: Path, workers: int = 3, submit_s: float = 8.0, down
     refused = 0
     try:
         pool.start(workers)
+        pool.wait_serving()
 
         def chaos() -> None:
             time.sleep(down_at_s)
@@ -272,9 +280,7 @@ def main() -> None:
         options = QueueOptions(args.visibility_timeout_s, args.max_deliveries, args.retry_backoff_s)
         return worker_main(args.url, options)
     with tempfile.TemporaryDirectory() as lease_dir, tempfile.TemporaryDirectory() as outage_dir:
-        result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-                  "lease": asdict(lease_scenario(Path(lease_dir))),
+        result = {"lease": asdict(lease_scenario(Path(lease_dir))),
                   "outage": asdict(outage_scenario(Path(outage_dir)))}
     emit(result, args.out)
 
