@@ -78,8 +78,11 @@ def handle_safely(queue: JobQueue, handle: Callable[[list[Delivery]], None], bat
 
 def touch(path: str) -> None:
     """Set the file's modification time to now (creating it): a liveness probe reads its age."""
-    with open(path, "a"):
-        os.utime(path)
+    try:
+        with open(path, "a"):
+            os.utime(path)
+    except OSError:  # a probe that cannot see the file restarts the worker: say why, but keep serving
+        log.warning("cannot touch the heartbeat file %s", path, exc_info=True)
 
 
 def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consumer: str, max_batch: int,
