@@ -19,7 +19,8 @@ from services.generator.app import create_app as generator_app
 from services.generator.jobs import meta_key
 from services.scorer.app import create_app as scorer_app
 from tests.helpers import free_port, png_bytes, wait_for_port
-from tests.http_attacks import MULTIPART, MULTIPART_FILE_START, send_chunked, serve_in_thread
+from bench.attacks import MULTIPART, MULTIPART_FILE_START, send_chunked
+from tests.http_attacks import serve_in_thread
 
 PER_IMAGE = {"noise_level": "auto:per-image", "steps": "2", "size": "32"}
 A, B = {"X-API-Key": "key-a"}, {"Authorization": "Bearer key-b"}
