@@ -89,6 +89,7 @@ def main() -> None:
             model.after_step((epoch * steps + s + 1) / (args.epochs * steps))
             losses.append(loss.item())
         epoch_losses.append(round(sum(losses) / len(losses), 4))
+        print(f"epoch {epoch}: loss {epoch_losses[-1]} (first step {losses[0]:.4f}, last {losses[-1]:.4f})", flush=True)
     after = knn_top1(model.backbone, images, labels)
     result = {"data": f"scikit-learn digits, 1797 images at {args.image_size}px", "method": args.method,
               "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "steps": steps * args.epochs,
