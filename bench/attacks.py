@@ -97,7 +97,8 @@ class Api:
         self.log = open(log, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", role, "--port", str(self.port)],
                                      env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200, 180, f"{role} start")
+        with httpx.Client(timeout=2) as client:
+            wait_until(lambda: client.get(f"{self.base}/healthz").status_code == 200, 300, f"{role} start")
         self.ps = psutil.Process(self.proc.pid)
 
     def rss_mb(self) -> float:

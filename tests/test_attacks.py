@@ -9,6 +9,7 @@ from bench.attacks import RSS_LIMIT_MB, run
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # three API processes start on a loaded 2-core machine
 def test_every_attack_is_answered_and_bounded(tmp_path):
     result = run(tmp_path)
     by_name = {o["attack"]: o for o in result["outcomes"]}

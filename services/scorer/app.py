@@ -24,6 +24,7 @@ from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fit_payload
 from services.limits import FORM_OVERHEAD, single_valued_form
 from services.metrics import ServiceMetrics
+from services.scorer.jpeg_pairs import JPEG_TENSORS, decode_jpeg_pairs, tensor_names
 from services.scorer.pairs import encode_pairs, pair_from_images, parse_pairs
 from services.scorer.wiring import QUEUE_NAME, open_scorer_queue
 from services.tenancy import Ownership
@@ -32,7 +33,8 @@ from services.urls import Urls
 
 DESCRIPTION = "Positive-pair quality by foreground/background similarity (GenView Eq. 10–13)."
 BATCH_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
-    "type": "string", "format": "binary", "description": "safetensors with one uint8 tensor 'pairs' [N, 2, H, W, 3]"}}}}}
+    "type": "string", "format": "binary", "description": "safetensors with one uint8 tensor 'pairs' [N, 2, H, W, 3], "
+    "or JPEG crops: 'pairs_jpeg' (uint8, the files concatenated) and 'lengths' (int64 [N, 2])"}}}}}
 ACCEPTED = {202: {"model": ScoreJobDocument, "description": "accepted, not finished within `timeout` (see Location)"}}
 
 
@@ -113,6 +115,10 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
                           timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
         """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
         body = await request.body()
+        if tensor_names(body) == JPEG_TENSORS:
+            pairs = await image_work(decode_jpeg_pairs, body, settings.max_score_pairs, settings.max_score_side,
+                                     settings.max_pixels, field="pairs_jpeg")
+            body = await anyio.to_thread.run_sync(encode_pairs, pairs)
         await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
         result = await scores(body, timeout, tenant)
         if isinstance(result, JSONResponse):
