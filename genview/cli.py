@@ -81,7 +81,7 @@ def cmd_gallery(args: argparse.Namespace) -> None:
 
     rows = [json.loads(line) for line in Path(args.manifest).read_text().splitlines() if line.strip()][:args.limit]
     store = ObjectStore.from_settings(get_settings())
-    grid = render_grid(rows, store, lambda item: read_bytes(f"{args.images.rstrip('/')}/{item.name}"), args.thumb)
+    grid = render_grid(rows, store, lambda row: read_bytes(f"{args.images.rstrip('/')}/{row['path']}"), args.thumb)
     grid.save(args.out)
     print(f"{len(rows)} images -> {args.out}")
 

@@ -157,16 +157,17 @@ def _store_fetch(store: ObjectStore, key) -> Callable[[], bytes]:
     return fetch
 
 
-def render_grid(rows: Sequence[ManifestRow | dict], store: ObjectStore, read_original: Callable[[GalleryItem], bytes],
-                thumb: int = 160) -> Image.Image:
+def render_grid(rows: Sequence[ManifestRow | dict], store: ObjectStore,
+                read_original: Callable[[ManifestRow | dict], bytes], thumb: int = 160) -> Image.Image:
     """One row per manifest row: original, foreground map, generated view(s), and a caption.
 
-    `read_original(item)` returns the bytes of the item's original image (item.name is the manifest path);
+    `read_original(row)` returns the bytes of the row's original image;
     the foreground map and views are read from `store`. Missing or unreadable objects are drawn as grey
     "missing" tiles. The size is `grid_size(len(rows), most views, thumb)`.
     """
     if thumb < 16:
         raise ValueError(f"thumb must be at least 16 pixels, not {thumb}")
+    rows = list(rows)
     items = [GalleryItem.from_row(row) for row in rows]
     max_views = max((len(item.views) for item in items), default=0)
     width, height = grid_size(len(items), max_views, thumb)
@@ -179,9 +180,9 @@ def render_grid(rows: Sequence[ManifestRow | dict], store: ObjectStore, read_ori
         x = PAD + col * (thumb + PAD)
         draw.text((x, 4), _fit_text(draw, label, font, thumb), fill=TEXT, font=font)
 
-    for r, item in enumerate(items):
+    for r, (row, item) in enumerate(zip(rows, items)):
         y = HEADER_H + r * (thumb + CAPTION_H + PAD)
-        tiles = [_tile(lambda item=item: read_original(item), thumb, font),
+        tiles = [_tile(lambda row=row: read_original(row), thumb, font),
                  _tile(_store_fetch(store, item.fg_map), thumb, font),
                  *(_tile(_store_fetch(store, key), thumb, font) for key in item.views)]
         for col, tile in enumerate(tiles):

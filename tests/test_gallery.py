@@ -79,8 +79,8 @@ def test_render_grid_draws_every_row_and_placeholders_for_missing_objects(memory
          "views": ["views/../../etc/passwd"], "fg_map": None},  # original absent, bad key, no fg map
     ]
 
-    def read_original(item):
-        return originals[item.name]  # KeyError for gone.png → placeholder
+    def read_original(row):
+        return originals[row["path"]]  # KeyError for gone.png → placeholder
 
     grid = render_grid(rows, memory_store, read_original, thumb=THUMB)
     assert grid.size == grid_size(3, 2, THUMB) == (PAD + 4 * (THUMB + PAD), HEADER_H + 3 * (THUMB + CAPTION_H + PAD))
