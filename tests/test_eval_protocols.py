@@ -161,3 +161,10 @@ def test_subset_file_round_trips_and_is_honoured_exactly(tmp_path):
     (tmp_path / "bad.txt").write_text("a_3.png\nnot_there.png\n")
     with pytest.raises(SystemExit, match="1 names match no training image"):
         read_subset(images, str(tmp_path / "bad.txt"))
+
+
+@pytest.mark.parametrize("command", [["eval"], ["eval", "linear"], ["eval", "knn"], ["eval", "semi"], ["export"]])
+def test_help_of_every_command(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0 and "usage:" in capsys.readouterr().out

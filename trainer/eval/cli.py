@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     ev = subparsers.add_parser("eval", help="evaluate a trained backbone (linear probe, kNN, semi-supervised)")
     protocols = ev.add_subparsers(dest="protocol", required=True)
     for name, module in PROTOCOLS.items():
-        p = protocols.add_parser(name, help=module.__doc__.splitlines()[0], description=module.__doc__,
+        summary = module.__doc__.splitlines()[0].replace("%", "%%")  # argparse %-formats help (not descriptions)
+        p = protocols.add_parser(name, help=summary, description=module.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
         p.set_defaults(func=_run_protocol)
