@@ -147,12 +147,12 @@ class ManifestRow(BaseModel):
     """One line of `generate-dataset`'s JSON-lines manifest."""
 
     path: str = Field(description="image path relative to the dataset folder")
-    sha256: str
-    fg_ratio: float | None
-    noise_level: int
     views: list[str] = Field(description="store keys of the generated views")
+    sha256: str | None = Field(None, description="SHA-256 of the original (checked by readers when given)")
+    fg_ratio: float | None = None
+    noise_level: int | None = None
     fg_map: str | None = None
-    seed: int
+    seed: int | None = None
     fg_basis: FgBasis | None = None
     q: float | list[float] | None = None
 
