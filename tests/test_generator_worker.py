@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
+from prometheus_client import generate_latest
 
 from genview.basis import BasisCache
 from genview.models.unclip import UnclipGenerator
@@ -64,6 +65,8 @@ def test_pipelined_worker_writes_the_same_bytes_as_the_serial_path(generator, tm
     _drain(piped)
     assert _view_bytes(serial, a) == _view_bytes(piped, b)
     assert 0.0 <= piped.idle.ratio() < 1.0 and serial.idle.ratio() > 0.0
+    exported = generate_latest(piped.registry).decode()
+    assert f"genview_worker_gpu_idle_ratio {piped.idle.ratio()}" in exported
     piped.close()
 
 
