@@ -117,11 +117,13 @@ def test_generator_outage_wait_recovers_and_fallback_counts(stack, images, tmp_p
     assert len(steps) == 4 and all(r["fallbacks"] == 0 and r["generated_fraction"] == 1.0 for r in steps)
 
     out = tmp_path / "fallback"
-    trainer = _start_trainer(stack, images, out, "--on-missing-view", "fallback")
+    trainer = _start_trainer(stack, images, out, "--on-missing-view", "fallback", "--max-fallback-fraction", "1")
     _kill_generator_when_training_starts(stack, out, trainer)
     _, stderr = trainer.communicate(timeout=300)
     assert trainer.returncode == 0, stderr[-3000:]
     steps = [r for r in _records(out) if "loss" in r]
-    assert len(steps) == 4 and sum(r["fallbacks"] for r in steps) > 0
+    fell_back = sum(r["fallbacks"] for r in steps)
+    assert len(steps) == 4 and fell_back > 0
+    assert f"fallback fraction {fell_back / 16:.4f}" in stderr  # reported at the end (α = 1: 16 views wanted)
     assert all(math.isfinite(r["loss"]) for r in steps)
     stack["generator"], _ = start_api("generator-api", stack["env"], stack["logs"], port=port)
