@@ -54,3 +54,32 @@ def test_cli_imports_without_loading_a_model(tmp_path):
     stored = BasisCache(ObjectStore(store_url), encoder_id("scorer", "no-such-model")).current()
     expected = import_official(str(tmp_path / "pca_vectors.npy"), str(tmp_path / "mean_vectors.npy"), -0.5)
     assert stored is not None and stored.fingerprint == expected.fingerprint and stored.fingerprint in done.stdout
+
+
+class FixedTokens:
+    """A token encoder stand-in: image i of the stream gets tokens[i] (the protocol fit-pca uses)."""
+
+    encoder_id, dim, grid = "fixed", 12, 4
+
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens_left = list(tokens)
+
+    def tokens(self, images: list) -> torch.Tensor:
+        return torch.stack([self.tokens_left.pop(0) for _ in images])
+
+
+def test_imported_basis_without_threshold_is_calibrated_on_images(tmp_path):
+    from genview.pca_fit import threshold_on_images
+    from tests.helpers import png_bytes
+
+    _official_arrays(tmp_path)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(16, 16, seed=i))
+    tokens = torch.randn(3, 16, 12, generator=torch.Generator().manual_seed(3))
+    basis = import_official(str(tmp_path / "pca_vectors.npy"), str(tmp_path / "mean_vectors.npy"), 0.0)
+    calibrated = threshold_on_images(basis, paths, FixedTokens(tokens), fg_fraction=0.4, batch_size=2)
+    expected = torch.quantile(basis.project(tokens).flatten(), 0.6)
+    assert calibrated.threshold == pytest.approx(float(expected))
+    assert foreground_proportion(tokens, calibrated).mean() == pytest.approx(0.4, abs=1 / 48)
