@@ -245,3 +245,23 @@ def test_scoring_jobs_belong_to_their_tenant(tmp_path):
     assert client.get(r.headers["location"], headers=A).json()["status"] == "queued"
     assert client.get(r.headers["location"], headers=B).status_code == 404
     assert client.post("/score", files=files, headers=B).json()["job_id"] != r.json()["job_id"]
+
+
+def test_wait_true_is_woken_when_the_job_finishes(tmp_path):
+    import threading
+    import time
+
+    settings = _settings(tmp_path)
+    queue, store = MemoryJobQueue("w"), ObjectStore(settings.store_url)
+    client = TestClient(generator_app(settings, queue, store))
+    image, answer = png_bytes(seed=11), {}
+    waiter = threading.Thread(target=lambda: answer.update(r=client.post(
+        "/generate", params={"wait": "true", "timeout": "60"}, files={"image": ("x.png", image)}, data=PER_IMAGE)))
+    started = time.monotonic()
+    waiter.start()
+    while not (deliveries := queue.claim("t", 1, 100)):
+        assert waiter.is_alive()
+    queue.complete(deliveries[0], _finish(store, sha256_hex(image), deliveries[0].payload).model_dump())
+    waiter.join(60)
+    assert answer["r"].status_code == 200 and answer["r"].json()["status"] == "done"
+    assert time.monotonic() - started < 30  # woken by the completion, not by the 60 s timeout
