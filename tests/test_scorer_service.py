@@ -71,7 +71,7 @@ def test_batch_agrees_with_single_pairs_and_with_in_process_scoring(scorer_base,
     assert r.status_code == 200, r.text
     batch = r.json()
     singles = [_score(scorer_base, images[i], images[i + 3]).json() for i in range(3)]
-    expected = local.score(pairs, None)
+    expected = local.score(pairs, None, per_image=True)
     for key in ("s_f", "s_b", "q"):
         assert batch[key] == pytest.approx([s[key] for s in singles], abs=1e-5)
         assert batch[key] == pytest.approx(getattr(expected, key).tolist(), abs=1e-5)

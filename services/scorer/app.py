@@ -66,15 +66,15 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
     bases = BasisCache(store, scorer_id, settings.basis_refresh_s)
     waiter, urls, owners = JobWaiter(queue, settings), Urls(settings), Ownership(store)
 
-    async def scores(body: bytes, timeout: float, tenant: str) -> PairScores | JSONResponse:
-        """The cached or freshly computed scores of a validated pairs body (202 if not done within `timeout`)."""
+    async def scores(body: bytes, timeout: float, tenant: str) -> tuple[PairScores, bool] | JSONResponse:
+        """(scores, cached) of a validated pairs body, from the store or a job (202 if not done within `timeout`)."""
         sha = await anyio.to_thread.run_sync(sha256_hex, body)
         basis = await anyio.to_thread.run_sync(bases.fingerprint)
         phash = params_hash({"model": settings.scorer_model, "basis": basis})
         try:
             cached = await anyio.to_thread.run_sync(store.get, score_key(sha, phash))
             metrics.cache_hit()
-            return PairScores.model_validate_json(cached)
+            return PairScores.model_validate_json(cached), True
         except ObjectNotFound:
             pass
         await anyio.to_thread.run_sync(check_capacity, queue, settings)
@@ -90,7 +90,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
             doc = ScoreJobDocument(job_id=job_id, status=job.status)
             return JSONResponse(doc.model_dump(mode="json"), status_code=202,
                                 headers={"Location": urls.path(f"/score/jobs/{job_id}")})
-        return PairScores.model_validate(job.result)
+        return PairScores.model_validate(job.result), False
 
     @router.post("/score", response_model=ScoreResult, dependencies=[Depends(single_valued_form)],
                  responses={**ACCEPTED, **error_responses(400, 415, 429, 503)})
@@ -103,11 +103,12 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
             data = await read_upload(upload, settings.max_upload_bytes, name)
             images.append(await image_work(_image_tensor, data, settings.max_pixels, field=name))
         body = await image_work(lambda: encode_pairs(pair_from_images(*images)))
-        result = await scores(body, timeout, tenant)
-        if isinstance(result, JSONResponse):
-            return result
+        answer = await scores(body, timeout, tenant)
+        if isinstance(answer, JSONResponse):
+            return answer
+        result, cached = answer
         return ScoreResult(s_f=result.s_f[0], s_b=result.s_b[0], q=result.q[0], fg_basis=result.fg_basis,
-                           basis_id=result.basis_id)
+                           basis_id=result.basis_id, cached=cached)
 
     @router.post("/score/batch", response_model=BatchScoreResult, openapi_extra=BATCH_BODY,
                  responses={**ACCEPTED, **error_responses(400, 429, 503)})
@@ -120,11 +121,12 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
                                      settings.max_pixels, field="pairs_jpeg")
             body = await anyio.to_thread.run_sync(encode_pairs, pairs)
         await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
-        result = await scores(body, timeout, tenant)
-        if isinstance(result, JSONResponse):
-            return result
+        answer = await scores(body, timeout, tenant)
+        if isinstance(answer, JSONResponse):
+            return answer
+        result, cached = answer
         w = quality_weights(torch.tensor(result.q), gamma).tolist()
-        return BatchScoreResult(**result.model_dump(), gamma=gamma, w=w)
+        return BatchScoreResult(**result.model_dump(), cached=cached, gamma=gamma, w=w)
 
     @router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(404, 503))
     async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
