@@ -166,24 +166,24 @@ class ManifestViewSource:
         except Exception as exc:  # any failure: the store is unusable
             raise SourceNotReady(f"store {self.store.url} is unreachable: {type(exc).__name__}: {exc}") from None
         for row in list(self.rows.values())[:self.check_first]:
-            if not self.store.exists(row["views"][0]):
-                raise SourceNotReady(f"store {self.store.url} does not hold {row['views'][0]} (view of "
-                                     f"{row['path']} in {self.manifest}): wrong GENVIEW_STORE_URL?")
+            if not self.store.exists(row.views[0]):
+                raise SourceNotReady(f"store {self.store.url} does not hold {row.views[0]} (view of "
+                                     f"{row.path} in {self.manifest}): wrong GENVIEW_STORE_URL?")
 
     def key(self, path: str, image: bytes) -> str:
         row = self.rows.get(self.relative(path))
-        return content_key(image, view_phash(row["views"][0]) if row else "no-row")
+        return content_key(image, view_phash(row.views[0]) if row else "no-row")
 
     def fetch(self, path: str, image: bytes) -> bytes:
         row = self.rows.get(self.relative(path))
         if row is None:
             raise ViewMissing(f"manifest {self.manifest} has no row for {self.relative(path)}")
-        if row.get("sha256") not in (None, sha256_hex(image)):
+        if row.sha256 not in (None, sha256_hex(image)):
             raise ViewMissing(f"{path} changed since its view was generated (manifest {self.manifest})")
         try:
-            return self.store.get(row["views"][0])
+            return self.store.get(row.views[0])
         except KeyError:
-            raise ViewMissing(f"store {self.store.url} does not hold {row['views'][0]}") from None
+            raise ViewMissing(f"store {self.store.url} does not hold {row.views[0]}") from None
 
     def close(self) -> None:
         pass
