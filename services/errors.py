@@ -23,7 +23,10 @@ STATUS_TEXT = {
 }
 
 
-_PRIVATE = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+|(?<![\w.])/[^\s'\":,]+|\b[\w.-]+:\d{2,5}\b", re.I)
+_PRIVATE = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+"          # URLs (redis://…, s3://…, file://…)
+                      r"|(?<![\w.])(?:/[^\s'\":,/]+){3,}/?"     # absolute paths of 3+ segments
+                      r"|(?<![\w.])/(?:tmp|home|root|srv|var|data|mnt|opt|app|work)/[^\s'\":,]*"
+                      r"|\b[\w.-]+:\d{2,5}\b", re.I)          # host:port
 
 
 def public_error(message: str | None) -> str | None:
