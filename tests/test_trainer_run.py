@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -163,15 +164,17 @@ def test_s3_run_folder_resumes_on_a_fresh_node_exactly(images, tmp_path, s3_buck
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (key, a, b)
 
 
-def test_views_shards_train_one_epoch_from_the_shards(images, tmp_path):
+def test_views_shards_train_one_epoch_from_the_shards(images, tmp_path, caplog):
     from tests.test_shards import write
 
     shards = write(tmp_path, shards=2, per_shard=8)
     out = tmp_path / "run"
+    caplog.set_level(logging.INFO, logger="genview.trainer")
     assert _main("--data", str(images), "--views-shards", shards.url, "--out", str(out), "--no-quality", *TINY,
                  "--epochs", "1") == 0
     steps = _steps((out / "metrics.jsonl").read_text())
     assert len(steps) == 2 and all(r["generated_fraction"] == 1.0 and math.isfinite(r["loss"]) for r in steps)
+    assert f"1 rank(s) × batch 8 on cpu, fp32, store {get_settings().store_url}" in caplog.text
 
 
 def test_knn_monitor_on_val_data_with_a_bounded_bank(images, tmp_path):

@@ -213,6 +213,10 @@ class Run:
         if self.rank == 0:
             self._open_logs()
         self.summary: dict = {}
+        if self.rank == 0:
+            log.info("run %s: %s/%s, %d rank(s) × batch %d on %s, %s, store %s", self.folder.describe(),
+                     self.config.method, self.config.arch, self.world, self.batch, self.device, self.precision.name,
+                     get_settings().store_url)
 
     def _checkpoint_to_resume(self) -> dict | None:
         """The checkpoint to continue from; refuses a folder that holds a run without --resume, or a finished run."""
@@ -243,7 +247,7 @@ class Run:
             from genview.training.shards import ShardViewSource  # the [ray] extra: webdataset, pyarrow
 
             return ShardViewSource(args.views_shards, crops, args.genview_prob, args.seed,
-                                   loader_workers=args.workers, data_root=args.data), None
+                                   loader_workers=args.workers, batch_size=self.batch, data_root=args.data), None
         dataset = PairDataset(self.images.paths, crops, self.source, self.cache, args.genview_prob, args.seed)
         return dataset, DistributedSampler(dataset, self.world, self.rank, shuffle=True, seed=args.seed,
                                            drop_last=True)
@@ -293,7 +297,7 @@ class Run:
         if self.config.family == "resnet":
             model.channels_last()
         if dist.is_distributed():
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and self.config.sync_bn:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None, broadcast_buffers=False)
