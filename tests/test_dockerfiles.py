@@ -1,5 +1,6 @@
 """docker/Dockerfile's targets (one per role) and their rules (base pinned by digest, exact pins from constraints.txt,
-non-root, health check, dependencies before source, cache volume, shared layers) and the helper scripts they run:
+non-root, health check, dependencies before source, cache volume, shared layers, each role's extra) and the helper
+scripts they run:
 docker/entrypoint.py (one GPU per scaled worker), docker/healthcheck.py, docker/requirements.py. No Docker engine
 is needed; hadolint comes with the [dev] extra."""
 
@@ -24,6 +25,7 @@ from tests.procs import Proc
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 ROLES = ("generator", "scorer", "trainer")
+EXTRA = {"generator": "serve", "scorer": "serve", "trainer": "train"}  # the pyproject extra each role's image needs
 SOURCE_DIRS = ("genview/", "services/", "trainer/")
 CONSTRAINTS = "constraints.txt"
 
@@ -70,15 +72,41 @@ def index_of(steps, predicate) -> int:
     return next(i for i, step in enumerate(steps) if predicate(*step))
 
 
+def copies(steps: list[tuple[str, str]], all_stages: dict[str, list[tuple[str, str]]]) -> list[tuple[int, list[str]]]:
+    """(step index, repository paths copied) of each COPY; a `COPY --from=stage` copies what that stage copied."""
+    out = []
+    for i, (keyword, args) in enumerate(steps):
+        if keyword != "COPY":
+            continue
+        words = args.split()
+        origin = next((w.removeprefix("--from=") for w in words if w.startswith("--from=")), None)
+        if origin is None:
+            out.append((i, [w for w in words[:-1] if not w.startswith("--")]))
+        else:
+            out.append((i, [s for _, sources in copies(all_stages[origin], all_stages) for s in sources]))
+    return out
+
+
 def test_one_dockerfile_with_a_target_per_role():
     assert sorted(p.name for p in (REPO / "docker").iterdir() if "Dockerfile" in p.name) == ["Dockerfile"]
     targets = stages(DOCKERFILE)
     assert set(ROLES) <= set(targets)
-    # the roles share every layer that installs or copies anything: a target adds metadata only
-    own = {role: targets[role][len(targets["app"]):] for role in ROLES}
+    # every role builds on `deps`; roles needing the same extra share every layer; a target adds metadata only
     for role in ROLES:
-        assert targets[role][: len(targets["app"])] == targets["app"], role
-        assert not {k for k, _ in own[role]} & {"RUN", "COPY", "ADD"}, f"{role} builds layers of its own"
+        app = targets[EXTRA[role]]
+        assert app[: len(targets["deps"])] == targets["deps"], role
+        assert targets[role][: len(app)] == app, role
+        assert not {k for k, _ in targets[role][len(app):]} & {"RUN", "COPY", "ADD"}, f"{role} builds layers of its own"
+
+
+def test_each_role_installs_its_extra_and_only_that():
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    targets = stages(DOCKERFILE)
+    for role in ROLES:
+        named = {e for k, a in targets[role] if k == "RUN"
+                 for e in re.findall(r"python requirements\.py ([\w,-]+) >", a) for e in e.split(",")}
+        assert named == {EXTRA[role]}, f"{role} installs the extras {named}"
+        assert EXTRA[role] in optional
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -107,14 +135,14 @@ def test_target_rules(role: str):
     assert last_user_at < keywords.index("CMD")
 
     # dependencies from pyproject.toml and the constraints alone, installed before the source is copied
-    copies = [(i, args.split()[:-1]) for i, (k, args) in enumerate(steps) if k == "COPY"]
-    first_source = min(i for i, sources in copies if any(s.startswith(SOURCE_DIRS) for s in sources))
-    install = index_of(steps, lambda k, a: k == "RUN" and "pip install -c" in a and " -r " in a)
-    assert install < first_source
-    before = {s for i, sources in copies if i < install for s in sources}
+    copied = copies(steps, stages(DOCKERFILE))
+    first_source = min(i for i, sources in copied if any(s.startswith(SOURCE_DIRS) for s in sources))
+    dependency_installs = [i for i, (k, a) in enumerate(steps) if k == "RUN" and "pip install -c" in a and " -r " in a]
+    assert len(dependency_installs) == 2 and max(dependency_installs) < first_source  # the core, then the role's extra
+    before = {s for i, sources in copied if i < first_source for s in sources}
     assert before == {CONSTRAINTS, "pyproject.toml", "docker/requirements.py"}, f"copied before the install: {before}"
     assert any(k == "RUN" and "pip install --no-deps" in a for k, a in steps[first_source:])
-    for _, sources in copies:
+    for _, sources in copied:
         for source in sources:
             assert (REPO / source).exists(), f"COPY {source}: no such file"
 
@@ -184,11 +212,18 @@ def test_hadolint_passes():
 
 def test_requirements_script_prints_pyproject_dependencies(tmp_path):
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    run = lambda *extras: subprocess.run([sys.executable, str(REPO / "docker/requirements.py"), *extras],  # noqa: E731
-                                         cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
-    assert [line for line in run() if line] == project["dependencies"]
-    assert [line for line in run("") if line] == project["dependencies"]
-    assert [line for line in run("dev,no-such-extra") if line] == project["dependencies"] + project["optional-dependencies"]["dev"]
+    optional = project["optional-dependencies"]
+    run = lambda *extras: [line for line in subprocess.run(  # noqa: E731
+        [sys.executable, str(REPO / "docker/requirements.py"), *extras],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n") if line]
+    assert run() == run("") == project["dependencies"]
+    assert run("serve,no-such-extra") == project["dependencies"] + optional["serve"]
+    # dev names the project's other extras (`genview[serve,train,ray]`): they are expanded, never printed as such
+    dev = run("dev")
+    assert not [line for line in dev if line.lower().startswith(project["name"])], dev
+    assert set(dev) == set(project["dependencies"]) | {d for e in ("serve", "train", "ray", "dev") for d in optional[e]
+                                                        if not d.startswith(project["name"])}
+    assert len(dev) == len(set(dev)), "a requirement printed twice"
 
 
 # --- docker/healthcheck.py ---------------------------------------------------------------------------
