@@ -10,7 +10,7 @@ from torch import nn
 
 from genview.method.losses import info_nce
 from trainer.dist import shuffled_forward
-from trainer.methods import build_method, method_config
+from trainer.methods import METHODS, build_method, method_config
 from trainer.optim import NonFiniteGuard
 
 B = 8
@@ -126,3 +126,12 @@ def test_losses_are_fp32_under_bf16_autocast_and_channels_last_gives_the_same_lo
     with torch.autocast("cpu", dtype=torch.bfloat16):
         per_sample = model(last)
     assert per_sample.dtype == torch.float32 and torch.isfinite(per_sample).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_methods_loss_is_finite_fp32_under_bf16_autocast(method):
+    torch.manual_seed(0)
+    model = small(method)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        per_sample = model(crops())
+    assert per_sample.shape == (B,) and per_sample.dtype == torch.float32 and torch.isfinite(per_sample).all()

@@ -42,11 +42,6 @@ log = logging.getLogger("genview.trainer")
 PER_INVOCATION = ("config", "resume", "stop_after_epochs", "work_dir")  # not part of a run's config.yaml
 
 
-def barrier() -> None:
-    if dist.is_distributed():
-        torch.distributed.barrier()
-
-
 class Refused(Exception):
     """The run cannot start or continue; `code` is the exit status (2: a usage error)."""
 
@@ -269,7 +264,7 @@ class Run:
         """Adaptive views need the generator's fitted basis: rank 0 fits a missing one on the training images."""
         if self.rank == 0 and self.source.needs_basis:
             self.source.fit_basis(self.images.paths, self.args.fit_num, self.args.seed)
-        barrier()
+        dist.barrier()
         self.source.check()  # every rank keys views on the basis now served
 
     def _local_quality(self) -> QualityScorer:
@@ -282,7 +277,7 @@ class Run:
         store = ObjectStore.from_settings(settings)
         if self.rank == 0:  # rank 0 fits a missing basis once; the others then read it from the store
             scorer = QualityScorer.in_process(encoder, store, self.images.paths, args.fit_num, seed=args.seed)
-        barrier()
+        dist.barrier()
         if self.rank != 0:
             scorer = QualityScorer.in_process(encoder, store, self.images.paths, args.fit_num, seed=args.seed)
         return scorer
@@ -344,7 +339,7 @@ class Run:
             self._count_views()
             record["checkpoint"] = self._save(epoch) if self.rank == 0 else None
             self._epoch_summary(epoch, record, time.perf_counter() - epoch_start)
-            barrier()
+            dist.barrier()
         self._finish(last)
 
     def _save(self, epoch: int) -> str:

@@ -3,8 +3,8 @@
 Ready-made SSL losses reduce to a batch mean, which cannot be weighted per pair, so every loss
 here returns one value per sample ``[B]``; the trainer combines them with Eq. 14,
 ``weighted_loss(per_sample, w)`` = mean_i w_i L_i, the weights being constants (detached) with
-mean 1 (``quality.quality_weights``). Losses compute in float32 whatever the input dtype and do
-no I/O.
+mean 1 (``quality.quality_weights``). Every loss computes in float32 with autocast off, whatever the
+input dtype or the caller's autocast (``@in_fp32``), and does no I/O.
 
 Which loss each method uses (the caller symmetrises over the two views where the method does):
 
@@ -20,13 +20,45 @@ Which loss each method uses (the caller symmetrises over the two views where the
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import functools
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 SumFn = Optional[Callable[[Tensor], Tensor]]
+Loss = TypeVar("Loss", bound=Callable[..., Tensor])
+
+
+def _fp32(value: Any) -> Any:
+    """Floating tensors (also inside lists and tuples) as float32; anything else unchanged."""
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fp32(v) for v in value)
+    return value
+
+
+def _device_type(values: Sequence[Any]) -> str:
+    """The device type of the first tensor among `values` (searched inside lists and tuples)."""
+    for value in values:
+        if isinstance(value, Tensor):
+            return value.device.type
+        if isinstance(value, (list, tuple)) and (found := _device_type(value)):
+            return found
+    return ""
+
+
+def in_fp32(loss: Loss) -> Loss:
+    """Run `loss` on float32 copies of its tensor arguments with autocast disabled on their device (bf16/fp16
+    training keeps exact, finite losses)."""
+    @functools.wraps(loss)
+    def wrapper(*args: Any, **kwargs: Any) -> Tensor:
+        device = _device_type([*args, *kwargs.values()]) or "cpu"
+        with torch.autocast(device, enabled=False):
+            return loss(*_fp32(args), **{k: _fp32(v) for k, v in kwargs.items()})
+    return wrapper  # type: ignore[return-value]
 
 
 def weighted_loss(per_sample: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -42,6 +74,7 @@ def weighted_loss(per_sample: Tensor, weights: Tensor | None = None) -> Tensor:
     return (weights.detach().to(per_sample.dtype) * per_sample).mean()
 
 
+@in_fp32
 def info_nce(
     q: Tensor, k: Tensor, temperature: float, queue: Tensor | None = None, all_keys: Tensor | None = None,
     offset: int = 0,
@@ -53,24 +86,25 @@ def info_nce(
     """
     if q.dim() != 2 or q.shape != k.shape:
         raise ValueError(f"q and k must both be [B, D], got {tuple(q.shape)} and {tuple(k.shape)}")
-    q = F.normalize(q.float(), dim=1)
+    q = F.normalize(q, dim=1)
     if queue is None:
         keys = k if all_keys is None else all_keys
         if keys.dim() != 2 or keys.shape[1] != q.shape[1] or not 0 <= offset <= keys.shape[0] - q.shape[0]:
             raise ValueError(f"keys {tuple(keys.shape)} cannot hold this batch of {q.shape[0]} at offset {offset}")
-        logits = q @ F.normalize(keys.float(), dim=1).t() / temperature
+        logits = q @ F.normalize(keys, dim=1).t() / temperature
         labels = torch.arange(q.shape[0], device=q.device) + offset
     else:
         if queue.dim() != 2 or queue.shape[1] != q.shape[1]:
             raise ValueError(f"queue must be [K, {q.shape[1]}], got {tuple(queue.shape)}")
-        k = F.normalize(k.float(), dim=1)
-        negatives = F.normalize(queue.detach().float(), dim=1)
+        k = F.normalize(k, dim=1)
+        negatives = F.normalize(queue.detach(), dim=1)
         positive = (q * k).sum(dim=1, keepdim=True)
         logits = torch.cat([positive, q @ negatives.t()], dim=1) / temperature
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels, reduction="none")
 
 
+@in_fp32
 def nt_xent(
     z1: Tensor, z2: Tensor, temperature: float, gathered: tuple[Tensor, Tensor] | None = None, offset: int = 0
 ) -> Tensor:
@@ -85,8 +119,8 @@ def nt_xent(
     b, n = z1.shape[0], all1.shape[0]
     if all1.shape != all2.shape or all1.shape[1] != z1.shape[1] or not 0 <= offset <= n - b:
         raise ValueError(f"gathered {tuple(all1.shape)} cannot hold this batch of {b} at offset {offset}")
-    anchors = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
-    candidates = F.normalize(torch.cat([all1, all2], dim=0).float(), dim=1)
+    anchors = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
+    candidates = F.normalize(torch.cat([all1, all2], dim=0), dim=1)
     logits = anchors @ candidates.t() / temperature
     idx = torch.arange(b, device=z1.device) + offset
     rows = torch.arange(2 * b, device=z1.device)
@@ -95,13 +129,15 @@ def nt_xent(
     return 0.5 * (per_view[:b] + per_view[b:])
 
 
+@in_fp32
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     """Negative cosine -cos(p_i, stopgrad z_i) per sample [B], SimSiam form (Eq. 3)."""
     if p.dim() != 2 or p.shape != z.shape:
         raise ValueError(f"p and z must both be [B, D], got {tuple(p.shape)} and {tuple(z.shape)}")
-    return -F.cosine_similarity(p.float(), z.detach().float(), dim=1)
+    return -F.cosine_similarity(p, z.detach(), dim=1)
 
 
+@in_fp32
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     """BYOL form of the negative cosine 2 - 2cos(p_i, stopgrad z_i) per sample [B] (Eq. 3)."""
     return 2.0 + 2.0 * negative_cosine(p, z)
@@ -143,6 +179,7 @@ def sinkhorn_knopp(
     return q.t().float()
 
 
+@in_fp32
 def swapped_prediction(scores: Sequence[Tensor], codes: Sequence[Tensor], temperature: float = 0.1) -> Tensor:
     """SwAV's swapped prediction per sample [B] over multi-crop (Eq. 4).
 
@@ -151,13 +188,14 @@ def swapped_prediction(scores: Sequence[Tensor], codes: Sequence[Tensor], temper
     """
     if len(scores) < 2 or not 1 <= len(codes) <= len(scores):
         raise ValueError(f"need ≥ 2 crops and 1 … {len(scores)} code sets, got {len(scores)} and {len(codes)}")
-    log_p = [F.log_softmax(s.float() / temperature, dim=1) for s in scores]
+    log_p = [F.log_softmax(s / temperature, dim=1) for s in scores]
     total = 0.0
     for a, q in enumerate(codes):
         total = total + sum(-(q * log_p[v]).sum(dim=1) for v in range(len(scores)) if v != a) / (len(scores) - 1)
     return total / len(codes)
 
 
+@in_fp32
 def swav_loss(
     scores1: Tensor,
     scores2: Tensor,
