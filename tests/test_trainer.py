@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import genview_cmd, service_env, start_api, start_worker
+from harness.processes import Proc, genview_cmd, service_env, start_api, start_worker
 from tests.test_trainer_run import images  # noqa: F401  (the 16 class-folder images, a fixture)
 
 pytestmark = pytest.mark.slow  # end-to-end: service processes and torchrun trainer runs
@@ -38,8 +38,9 @@ def stack(redis_url, model_cache, images, tmp_path_factory):
     gen, gen_url = start_api("generator-api", env, logs)
     scorer, scorer_url = start_api("scorer-api", env, logs)
     procs += [gen, scorer]
-    yield {"env": env, "logs": logs, "generator": gen, "generator_url": gen_url, "scorer_url": scorer_url}
-    for p in procs:
+    stack = {"env": env, "logs": logs, "generator": gen, "generator_url": gen_url, "scorer_url": scorer_url}
+    yield stack
+    for p in [*procs, stack["generator"]]:  # the tests replace a killed generator with a restarted one
         p.stop()
 
 
@@ -86,21 +87,30 @@ def test_torchrun_two_ranks_train_and_resume_exactly(stack, images, tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (key, a, b)
 
 
-def _kill_generator_when_training_starts(stack, out: Path, proc: subprocess.Popen) -> None:
+def _kill_generator_when_training_starts(stack, out: Path, trainer: Proc) -> None:
     deadline = time.monotonic() + 300
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        assert trainer.popen.poll() is None and time.monotonic() < deadline, trainer.tail()
         time.sleep(0.05)
     stack["generator"].kill()
 
 
-def _start_trainer(stack, images, out: Path, *extra: str) -> subprocess.Popen:
+def _start_trainer(stack, images, out: Path, *extra: str) -> Proc:
+    """A trainer process, its output in OUT.log; a Proc, so it is stopped at module teardown even if a test fails."""
     args = [sys.executable, str(REPO / "trainer" / "run.py"), "--out", str(out), "--data", str(images),
             "--generator-url", stack["generator_url"], "--no-quality", *COMMON, "--epochs", "1",
             "--batch-size", "4", "--gen-steps", "30", "--gen-seed", str(time.time_ns() % 10**6),
             "--generator-retries", "1", *extra]
-    return subprocess.Popen(args, env=service_env(device="cpu"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
+    return Proc(args, service_env(device="cpu"), out.with_suffix(".log"))
+
+
+def _output_when_done(trainer: Proc) -> str:
+    """The trainer's output once it exited with status 0 (within 300 s)."""
+    code = trainer.popen.wait(300)
+    trainer.stop()
+    output = trainer.tail(100_000)
+    assert code == 0, output[-3000:]
+    return output
 
 
 def test_generator_outage_wait_recovers_and_fallback_counts(stack, images, tmp_path):
@@ -110,20 +120,18 @@ def test_generator_outage_wait_recovers_and_fallback_counts(stack, images, tmp_p
     _kill_generator_when_training_starts(stack, out, trainer)
     time.sleep(3)
     stack["generator"], _ = start_api("generator-api", stack["env"], stack["logs"], port=port)
-    _, stderr = trainer.communicate(timeout=300)
-    assert trainer.returncode == 0, stderr[-3000:]
-    assert "retrying" in stderr  # it did wait for the generator
+    output = _output_when_done(trainer)
+    assert "retrying" in output  # it did wait for the generator
     steps = [r for r in _records(out) if "loss" in r]
     assert len(steps) == 4 and all(r["fallbacks"] == 0 and r["generated_fraction"] == 1.0 for r in steps)
 
     out = tmp_path / "fallback"
     trainer = _start_trainer(stack, images, out, "--on-missing-view", "fallback", "--max-fallback-fraction", "1")
     _kill_generator_when_training_starts(stack, out, trainer)
-    _, stderr = trainer.communicate(timeout=300)
-    assert trainer.returncode == 0, stderr[-3000:]
+    output = _output_when_done(trainer)
     steps = [r for r in _records(out) if "loss" in r]
     fell_back = sum(r["fallbacks"] for r in steps)
     assert len(steps) == 4 and fell_back > 0
-    assert f"fallback fraction {fell_back / 16:.4f}" in stderr  # reported at the end (α = 1: 16 views wanted)
+    assert f"fallback fraction {fell_back / 16:.4f}" in output  # reported at the end (α = 1: 16 views wanted)
     assert all(math.isfinite(r["loss"]) for r in steps)
     stack["generator"], _ = start_api("generator-api", stack["env"], stack["logs"], port=port)
