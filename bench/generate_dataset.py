@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from genview.models.presets import ensure_random_unclip
-from tests.helpers import free_port, png_bytes, wait_for_port
-from tests.procs import genview_cmd, service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.ports import free_port, wait_for_port
+from harness.processes import genview_cmd, service_env, start_api, start_worker
 from bench.report import emit
 
 

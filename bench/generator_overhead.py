@@ -27,8 +27,9 @@ from genview.method.foreground import foreground_proportion_per_image
 from genview.method.noise import adaptive_noise_level
 from genview.models.presets import ensure_random_unclip
 from genview.models.unclip import UnclipGenerator
-from tests.helpers import free_port, png_bytes, wait_for_port
-from tests.procs import service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.ports import free_port, wait_for_port
+from harness.processes import service_env, start_api, start_worker
 from bench.report import emit
 
 

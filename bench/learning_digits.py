@@ -22,10 +22,10 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from trainer.augment import eval_transform
+from genview.training.augment import eval_transform
 from trainer.data import EvalDataset, image_set
-from trainer.evaluate import extract_features, knn_accuracy
-from trainer.methods import build_method
+from trainer.evaluate import KNN_KS, extract_features, knn_topk
+from trainer.methods import build_method, method_config
 from bench.report import emit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,9 +55,9 @@ def main() -> None:
     write_digits(work / "digits", args.image_size)
     images = image_set(str(work / "digits"))
     torch.manual_seed(0)
-    net = build_method(args.method, args.arch, args.image_size).online.net
+    net = build_method(method_config(args.method, args.arch, args.image_size)).backbone
     feats, labels = extract_features(net, EvalDataset(images, eval_transform(args.image_size)), torch.device("cpu"))
-    random_init = knn_accuracy(feats, labels, feats, labels, exclude_self=True)
+    random_init = knn_topk(feats, labels, feats, labels, leave_one_out=True)[KNN_KS[0]]  # the monitor's knn_top1
     start = time.perf_counter()
     subprocess.run([sys.executable, str(REPO / "trainer" / "run.py"), "--data", str(work / "digits"), "--no-quality",
                     "--method", args.method, "--arch", args.arch, "--epochs", str(args.epochs),

@@ -26,8 +26,9 @@ from genview.batch.ray_generate import RayGenerationConfig, generate_shards, sta
 from genview.batch.shards import INDEX_SCHEMA, ShardIndex
 from genview.models.presets import ensure_random_unclip
 from genview.settings import Settings
-from tests.helpers import free_port, png_bytes, wait_for_port
-from tests.procs import genview_cmd, service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.ports import free_port, wait_for_port
+from harness.processes import genview_cmd, service_env, start_api, start_worker
 
 POLICY, STEPS, SIZE, BATCH, REPLICAS = "auto:per-image", 4, 64, 8, 2
 

@@ -28,7 +28,7 @@ from genview.store import ObjectStore
 from services.scorer.app import create_app
 from services.scorer.worker import ScorerWorker
 from services.worker_loop import run_worker
-from tests.helpers import free_port, wait_for_port
+from harness.ports import free_port, wait_for_port
 from bench.report import emit
 
 

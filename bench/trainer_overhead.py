@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from genview.models.presets import ensure_random_unclip
-from tests.helpers import png_bytes
-from tests.procs import service_env, start_api
+from harness.images import png_bytes
+from harness.processes import service_env, start_api
 from bench.report import emit
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,8 +15,8 @@ import psutil
 import pytest
 import redis
 
-from tests.helpers import free_port, wait_for_port
-from tests.procs import stop_all
+from harness.ports import free_port, wait_for_port
+from harness.processes import stop_all
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,7 +8,7 @@ import threading
 
 import uvicorn
 
-from tests.helpers import free_port, wait_for_port
+from harness.ports import free_port, wait_for_port
 
 
 @contextlib.contextmanager

@@ -18,7 +18,8 @@ from genview.store import ObjectStore, sha256_hex
 from services.generator.app import create_app as generator_app
 from services.generator.jobs import meta_key
 from services.scorer.app import create_app as scorer_app
-from tests.helpers import free_port, png_bytes, wait_for_port
+from harness.images import png_bytes
+from harness.ports import free_port, wait_for_port
 from bench.attacks import MULTIPART, MULTIPART_FILE_START, send_chunked
 from tests.http_attacks import serve_in_thread
 

@@ -26,8 +26,9 @@ import pytest
 import yaml
 
 from genview.settings import Settings
-from tests.helpers import free_port, png_bytes
-from tests.procs import Proc, wait_http
+from harness.images import png_bytes
+from harness.ports import free_port
+from harness.processes import Proc, wait_http
 from tests.test_dockerfiles import ROLES, stages
 
 REPO = Path(__file__).resolve().parent.parent

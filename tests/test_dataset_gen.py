@@ -15,8 +15,8 @@ from PIL import Image
 
 from genview.method.noise import adaptive_noise_level
 from genview.store import ObjectStore
-from tests.helpers import png_bytes
-from tests.procs import genview_cmd, service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.processes import genview_cmd, service_env, start_api, start_worker
 
 pytestmark = pytest.mark.slow  # end-to-end: generator processes, generate-dataset and trainer runs
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from services.cli import build_parser
-from tests.procs import Proc
+from harness.processes import Proc
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "docker" / "Dockerfile"

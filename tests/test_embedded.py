@@ -7,8 +7,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.helpers import png_bytes
-from tests.procs import genview_cmd, service_env, start_api
+from harness.images import png_bytes
+from harness.processes import genview_cmd, service_env, start_api
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 from trainer.backbones import backbone
 from trainer.data import EvalDataset
 from trainer.eval.backbone import BACKBONE_PREFIX, load_backbone

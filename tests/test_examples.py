@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import image_folder
-from tests.procs import genview_cmd, service_env, start_api
+from harness.images import image_folder
+from harness.processes import genview_cmd, service_env, start_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # end-to-end: `genview serve`, a training process each
 

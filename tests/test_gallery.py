@@ -23,7 +23,7 @@ from genview.settings import Settings
 from genview.store import ObjectStore, sha256_hex
 from services.generator.app import create_app
 from services.generator.gallery import add_gallery_route
-from tests.helpers import free_port, wait_for_port
+from harness.ports import free_port, wait_for_port
 
 THUMB = 64
 

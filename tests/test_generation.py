@@ -15,7 +15,7 @@ from genview.method.pca import fit_pca_basis
 from genview.models.unclip import UnclipGenerator
 from genview.schemas import GenerationParams
 from genview.store import sha256_hex
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 
 
 @pytest.fixture(scope="module")

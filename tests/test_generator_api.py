@@ -20,8 +20,8 @@ from genview.settings import Settings
 from genview.store import ObjectStore
 from services.generator.app import create_app
 from services.generator.worker import GeneratorWorker
-from tests.helpers import png_bytes
-from tests.procs import genview_cmd, service_env
+from harness.images import png_bytes
+from harness.processes import genview_cmd, service_env
 
 FAST = {"steps": "2", "size": "32", "noise_level": "auto:per-image"}
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from genview.queue import RedisJobQueue
 from genview.store import ObjectStore, sha256_hex
-from tests.helpers import png_bytes
-from tests.procs import service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.processes import service_env, start_api, start_worker
 
 pytestmark = pytest.mark.slow  # end-to-end: API and worker processes on Redis
 

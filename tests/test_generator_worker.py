@@ -14,7 +14,7 @@ from genview.settings import Settings
 from genview.store import ObjectStore, input_key, sha256_hex
 from genview.view_encoding import ViewEncoding
 from services.generator.worker import GeneratorWorker
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from genview.images import MAX_ASPECT, MIN_SIDE, ImageRejected, load_rgb, validate_image
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 
 MAX_PIXELS = 40_000_000
 

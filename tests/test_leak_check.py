@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 LEAKY = """
 import subprocess, sys
-from tests.procs import Proc
+from harness.processes import Proc
 
 def test_leaves_processes(tmp_path):
     Proc([sys.executable, "-c", "import time; time.sleep(120)"], {}, tmp_path / "p.log")  # stopped after the module

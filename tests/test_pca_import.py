@@ -15,7 +15,7 @@ from genview.method.pca import basis_from_official
 from genview.models.presets import encoder_id
 from genview.pca_fit import import_official
 from genview.store import ObjectStore
-from tests.procs import genview_cmd
+from harness.processes import genview_cmd
 
 
 def _official_arrays(tmp_path, dim: int = 12, seed: int = 0):
@@ -70,7 +70,7 @@ class FixedTokens:
 
 def test_imported_basis_without_threshold_is_calibrated_on_images(tmp_path):
     from genview.pca_fit import threshold_on_images
-    from tests.helpers import png_bytes
+    from harness.images import png_bytes
 
     _official_arrays(tmp_path)
     paths = []

@@ -351,7 +351,7 @@ def test_many_waiters_on_one_job(queue):
 
 
 def test_redis_down_raises_queue_unavailable():
-    from tests.helpers import free_port
+    from harness.ports import free_port
 
     queue = RedisJobQueue(f"redis://127.0.0.1:{free_port()}/0", "down")  # nothing listens there
     try:

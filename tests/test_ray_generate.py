@@ -18,8 +18,8 @@ from genview.batch.shards import FG_MAP, ORIGINAL, RECORD, SHARD_NAME, ShardInde
 from genview.method.noise import adaptive_noise_level
 from genview.method.pca import PCABasis
 from genview.store import ObjectStore, pca_key
-from tests.helpers import png_bytes
-from tests.procs import genview_cmd, service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.processes import genview_cmd, service_env, start_api, start_worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # Ray start and model loads: minutes on 2 busy cores
 IMAGES, PER_SHARD = 24, 6

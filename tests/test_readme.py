@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import free_port, image_folder
-from tests.procs import service_env, start_api
+from harness.images import image_folder
+from harness.ports import free_port
+from harness.processes import service_env, start_api
 
 REPO = Path(__file__).resolve().parent.parent
 MARKED_BLOCK = re.compile(r"^<!-- test: ([\w-]+) -->\n```(?:bash|sh)\n(.*?)^```", re.M | re.S)

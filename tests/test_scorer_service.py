@@ -16,8 +16,8 @@ from genview.method.quality import quality_weights
 from genview.models.scorer_encoder import ScorerEncoder
 from genview.scoring import PairScorer
 from services.scorer.pairs import pair_from_images
-from tests.helpers import png_bytes
-from tests.procs import genview_cmd, service_env, start_api, start_worker
+from harness.images import png_bytes
+from harness.processes import genview_cmd, service_env, start_api, start_worker
 
 pytestmark = pytest.mark.slow  # end-to-end: API and worker processes on Redis
 

@@ -13,7 +13,7 @@ from genview.schemas import BasisFitResult
 from genview.scoring import PairScorer
 from genview.store import ObjectStore, input_key, sha256_hex
 from services.scorer.pairs import encode_pairs
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 
 
 @pytest.fixture(scope="module")

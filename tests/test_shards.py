@@ -15,7 +15,7 @@ from genview.schemas import GenerationParams
 from genview.training.pairs import Crop
 from genview.training.shards import ShardViewSource
 from genview.training.views import SourceNotReady
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 
 PARAMS = GenerationParams(model="tiny", noise="adaptive", basis="abc", num_views=2, steps=2, size=32)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import service_env
+from harness.processes import service_env
 from tests.test_shards import sample, write
 
 pytestmark = pytest.mark.slow  # torchrun processes

@@ -12,7 +12,8 @@ import pytest
 
 from genview.settings import get_settings
 from genview.store import ObjectStore, sha256_hex
-from tests.helpers import free_port, png_bytes
+from harness.images import png_bytes
+from harness.ports import free_port
 from trainer import run as trainer_run
 from trainer.checkpoint import RunFolder
 

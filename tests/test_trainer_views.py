@@ -13,7 +13,8 @@ from genview.store import ObjectStore, sha256_hex
 from genview.training.pairs import Crop, PairDataset, positive_views, uses_generated
 from genview.training.views import (ManifestViewSource, ServiceViewSource, SourceNotReady, ViewCache, ViewMissing,
                                     ViewPrefetcher, content_key)
-from tests.helpers import free_port, png_bytes
+from harness.images import png_bytes
+from harness.ports import free_port
 
 
 class DictSource:

@@ -12,7 +12,7 @@ from PIL import Image
 from genview.models.presets import resolve_generator_source
 from genview.models.errors import ModelLoadError
 from genview.models.unclip import AdaptiveUnCLIPPipeline, UnclipGenerator
-from tests.helpers import png_bytes
+from harness.images import png_bytes
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Starting the project's real commands (`genview …`) as processes for end-to-end tests."""
+"""Starting the project's real commands (`genview …`) as processes, for end-to-end tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import free_port
+from harness.ports import free_port
 
 
 class Proc:

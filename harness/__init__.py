@@ -1,0 +1,1 @@
+"""Shared by tests/ and bench/ (not shipped in the wheel): free ports, test images, `genview` processes."""
