@@ -110,9 +110,3 @@ def knn_topk(train_feats: torch.Tensor, train_labels: torch.Tensor, query_feats:
             kk = min(k, kmax)
             correct[k] += int((knn_vote(sims[:, :kk], labels[idx[:, :kk]], classes, t) == truth).sum())
     return {k: correct[k] / max(1, query_feats.shape[0]) for k in ks}
-
-
-def knn_accuracy(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, query_labels: torch.Tensor,
-                 k: int = 20, temperature: float = KNN_TEMPERATURE, exclude_self: bool = False) -> float:
-    """One k of `knn_topk` (the trainer's monitor calls this until it moves to `knn_topk` on a validation set)."""
-    return knn_topk(bank, bank_labels, queries, query_labels, ks=(k,), t=temperature, leave_one_out=exclude_self)[k]
