@@ -181,7 +181,23 @@ def test_views_shards_train_one_epoch_from_the_shards(images, tmp_path, caplog):
 def test_knn_monitor_on_val_data_with_a_bounded_bank(images, tmp_path):
     out = tmp_path / "run"
     assert _main("--data", str(images), "--out", str(out), "--no-quality", *TINY, "--epochs", "1", "--knn-every", "1",
-                 "--val-data", str(images), "--knn-size", "12") == 0
+                 "--val-data", str(images), "--knn-size", "12", "--method-option", "temperature=0.3") == 0
     epoch = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "epoch_loss" in r]
     assert len(epoch) == 1 and {"knn_top1_k20", "knn_top1_k200"} <= set(epoch[0])
     assert 0.0 <= epoch[0]["knn_top1_k20"] <= 1.0 and epoch[0]["checkpoint"] == str(out / "checkpoint.pt")
+    assert RunFolder(str(out)).load_checkpoint()["method_config"]["temperature"] == 0.3  # --method-option
+
+
+def test_method_options_override_the_recipe_and_unknown_keys_are_refused(images, tmp_path, capsys):
+    base = ["--data", str(images), "--out", str(tmp_path / "run"), "--method", "mocov2", "--arch", "resnet18"]
+    args = trainer_run.parse_args([*base, "--method-option", "temperature=0.3", "--method-option", "genview_slot=key",
+                                   "--method-option", "temperature=0.5", "--queue-size", "64"])
+    config = trainer_run.method_config_of(args)
+    assert (config.temperature, config.genview_slot, config.queue_size) == (0.5, "key", 64)  # the later one wins
+    assert config.optimizer == "sgd" and config.sync_bn is False  # the rest is MoCo v2's recipe
+    for option, message in [("nonsense=1", "nonsense: Extra inputs are not permitted"),
+                            ("temperature", "'temperature' is not KEY=VALUE"),
+                            ("genview_slot=sideways", "genview_slot: Input should be 'key', 'query' or 'random'")]:
+        with pytest.raises(SystemExit) as exc:
+            trainer_run.parse_args([*base, "--method-option", option])
+        assert exc.value.code == 2 and message in capsys.readouterr().err

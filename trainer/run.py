@@ -9,12 +9,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 import yaml
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -74,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="base learning rate per 256 images (default: the method's)")
     p.add_argument("--warmup-epochs", type=float, help="default: the method's, at most a tenth of the run")
     p.add_argument("--queue-size", type=int, help="MoCo v2 negatives (default: the method's)")
+    p.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a method config option (trainer/methods/config.py), e.g. temperature=0.3; repeatable; "
+                   "VALUE is read as JSON when it parses, else as a string")
     p.add_argument("--precision", choices=list(DTYPES), help="default: bf16 on CUDA, fp32 on the CPU")
     p.add_argument("--out", help="run folder, local or fsspec URL (s3://…): config.yaml, checkpoints, metrics")
     p.add_argument("--work-dir", help="local folder for the view cache and logs of a remote --out "
@@ -145,7 +150,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parse_noise_policy(args.noise_policy)
     except ValueError as exc:
         p.error(f"--noise-policy: {exc}")
+    try:
+        method_config_of(args)  # unknown options and bad values refused now, not after the services are checked
+    except ValidationError as exc:
+        p.error("--method-option: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (ValueError, TypeError) as exc:
+        p.error(f"--method-option: {exc}")
     return args
+
+
+def method_options(items: list[str]) -> dict[str, Any]:
+    """`--method-option KEY=VALUE` items as config overrides, later ones winning; VALUE as JSON if it parses."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def method_config_of(args: argparse.Namespace) -> MethodConfig:
+    """The method's recipe for this run with --queue-size and the --method-option overrides on top."""
+    overrides = method_options(args.method_option)
+    if args.queue_size is not None:
+        overrides["queue_size"] = args.queue_size
+    return method_config(args.method, args.arch, args.image_size, epochs=args.epochs, **overrides)
 
 
 def run_config(args: argparse.Namespace) -> dict:
@@ -183,7 +216,7 @@ class Run:
             self.quality = self._local_quality()
         if isinstance(self.source, ServiceViewSource):
             self._fit_generator_basis()
-        self.config = MethodConfig.from_dict(ckpt["method_config"]) if ckpt else self._method_config()
+        self.config = MethodConfig.from_dict(ckpt["method_config"]) if ckpt else method_config_of(args)
         self.cache = ViewCache(self.folder.local / "view-cache", scope=str(self.rank)) if self.source else None
         self.dataset, self.sampler = self._dataset()
         per_rank = len(self.sampler) if self.sampler is not None else len(self.dataset)
@@ -228,11 +261,6 @@ class Run:
             raise Refused(f"the run in {self.folder.describe()} is finished ({ckpt['epoch'] + 1} of {args.epochs} "
                           f"epochs): nothing to resume; raise --epochs to train longer", 0)
         return ckpt
-
-    def _method_config(self) -> MethodConfig:
-        args = self.args
-        overrides = {"queue_size": args.queue_size} if args.queue_size is not None else {}
-        return method_config(args.method, args.arch, args.image_size, epochs=args.epochs, **overrides)
 
     def _dataset(self):
         """(dataset, sampler): pairs by index over the listed images, or streamed from --views-shards (no sampler:
