@@ -75,11 +75,15 @@ class GenerationResult(BaseModel):
     fg_map: str = Field(description="store key of the foreground map image")
 
 
+MODEL_FIELD = Field(None, description="the model serving this API ('tiny': small random weights, meaningless pictures)")
+
+
 class JobDocument(BaseModel):
     """The body of `POST /generate` and `GET /jobs/{id}`: status, and the result fields once done."""
 
     job_id: str
     status: JobStatus
+    model: str | None = MODEL_FIELD
     cached: bool = False
     error: str | None = None
     fg_ratio: float | None = None
@@ -94,7 +98,7 @@ class JobDocument(BaseModel):
 
     @classmethod
     def build(cls, job_id: str, status: str, result: GenerationResult | dict | None = None, cached: bool = False,
-              error: str | None = None, base_url: str | None = None) -> JobDocument:
+              error: str | None = None, base_url: str | None = None, model: str | None = None) -> JobDocument:
         """A job document; with `base_url`, each view gets its `/views/...` URL."""
         fields = {}
         if result:
@@ -102,7 +106,7 @@ class JobDocument(BaseModel):
             views = [ViewRef(key=v.key, url=f"{base_url.rstrip('/')}/views/{v.key.removeprefix('views/')}"
                              if base_url else v.url) for v in res.views]
             fields = {**res.model_dump(exclude={"views"}), "views": views}
-        return cls(job_id=job_id, status=status, cached=cached, error=error, **fields)
+        return cls(job_id=job_id, status=status, cached=cached, error=error, model=model, **fields)
 
 
 class PairScores(BaseModel):
@@ -124,12 +128,14 @@ class ScoreResult(BaseModel):
     fg_basis: FgBasis
     basis_id: str
     cached: bool = False
+    model: str | None = MODEL_FIELD
 
 
 class BatchScoreResult(PairScores):
     """`POST /score/batch`: the scores plus the weights w (Eq. 13) for `gamma`."""
 
     cached: bool = False
+    model: str | None = MODEL_FIELD
     gamma: float
     w: list[float]
 

@@ -81,10 +81,11 @@ def worker_command(service: str):
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from genview.models.errors import ModelLoadError
-    from services.embedded import create_embedded_app
+    from services.embedded import create_embedded_app, serving_settings
 
-    settings = get_settings()
-    log.info(startup_line("serve", settings))
+    settings, fallback = serving_settings(get_settings())
+    note = f" (tiny random models, meaningless pictures: {fallback}; README 'Real weights')" if fallback else ""
+    log.info(startup_line("serve", settings) + note)
     stop = threading.Event()
     try:
         app = create_embedded_app(settings, stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from fastapi import FastAPI
@@ -20,22 +21,36 @@ from services.scorer import app as scorer_app
 from services.scorer import wiring as scorer
 from services.tenancy import TenantScopedStore
 
+log = logging.getLogger(__name__)
 
-def check_device(settings: Settings) -> None:
-    """Real presets need a GPU: say so, and what to run instead, before loading anything."""
+
+TINY = "tiny"
+
+
+def with_tiny_models(settings: Settings) -> Settings:
+    """The same settings with the tiny presets (small random weights) for both models."""
+    return settings.model_copy(update={"model": TINY, "scorer_model": TINY})
+
+
+def serving_settings(settings: Settings) -> tuple[Settings, str | None]:
+    """What `genview serve` runs: the configured models, or the tiny ones (and why) when the real presets have no GPU."""
     real = [m for m in (settings.model, settings.scorer_model) if m in GENERATOR_PRESETS or m in SCORER_PRESETS]
     if real and resolve_device(settings.device).type != "cuda":
-        raise ModelLoadError(
-            f"the real model presets {real} need a CUDA GPU, and none is available (GENVIEW_DEVICE="
-            f"{settings.device}). On a CPU run the tiny presets instead: "
-            "GENVIEW_MODEL=tiny GENVIEW_SCORER_MODEL=tiny genview serve")
+        return with_tiny_models(settings), f"no CUDA GPU for {', '.join(real)}"
+    return settings, None
 
 
 def create_embedded_app(settings: Settings, stop: threading.Event) -> FastAPI:
-    """Load both models, start one worker thread per service, and return the combined API."""
-    check_device(settings)
+    """Load both models (the tiny ones when the real weights cannot be loaded), start the workers, return the API."""
     store = ObjectStore.from_settings(settings)
-    workers = [generator.build_worker(settings, store), scorer.build_worker(settings, store)]
+    try:
+        workers = [generator.build_worker(settings, store), scorer.build_worker(settings, store)]
+    except ModelLoadError as exc:
+        if settings.model == TINY and settings.scorer_model == TINY:
+            raise
+        log.warning("serving the tiny random models (meaningless pictures): the configured ones did not load: %s", exc)
+        settings = with_tiny_models(settings)
+        workers = [generator.build_worker(settings, store), scorer.build_worker(settings, store)]
     queues = {generator.QUEUE_NAME: workers[0].queue, scorer.QUEUE_NAME: workers[1].queue}
     limits = {**generator_app.body_limits(settings), **scorer_app.body_limits(settings)}
     app, metrics = base_app("embedded", "GenView generator and scorer in one process.", settings, queues, store,

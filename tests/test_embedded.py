@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 import pytest
 
 from harness.images import png_bytes
-from harness.processes import genview_cmd, service_env, start_api
+from harness.processes import service_env, start_api
 
 
 @pytest.mark.slow
@@ -34,8 +32,16 @@ def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_serve_without_gpu_says_what_to_run_instead(model_cache):
-    env = service_env(device="cpu", model_cache=model_cache)
-    done = subprocess.run(genview_cmd("serve"), env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert "need a CUDA GPU" in done.stderr and "GENVIEW_MODEL=tiny GENVIEW_SCORER_MODEL=tiny" in done.stderr
+def test_serve_without_gpu_falls_back_to_tiny_models_and_says_so(model_cache, tmp_path):
+    """The real presets on a CPU: serve the tiny models, say so first in the log and in every answer's `model`."""
+    env = service_env(device="cpu", model_cache=model_cache, store_url=f"file://{tmp_path / 'data'}")
+    proc, base = start_api("serve", env, tmp_path)
+    try:
+        first = next(line for line in proc.tail(100_000).splitlines() if "genview serve:" in line)
+        assert "model tiny + tiny" in first and "no CUDA GPU for sd21-unclip-h, convnext-base-w" in first, first
+        r = httpx.post(f"{base}/generate", params={"wait": "true", "timeout": "120"},
+                       files={"image": ("x.png", png_bytes(seed=2), "image/png")},
+                       data={"steps": "1", "size": "32", "noise_level": "auto:per-image"}, timeout=150)
+        assert r.status_code == 200 and r.json()["model"] == "tiny", r.text
+    finally:
+        proc.stop()

@@ -68,7 +68,8 @@ class GeneratorRoutes:
     def document(self, job_id: str, status: str, result: dict | None, cached: bool,
                  error: str | None = None) -> JobDocument:
         """The job document with view URLs (built from the configured public base URL, never from `Host`)."""
-        doc = JobDocument.build(job_id, status, result, cached=cached, error=public_error(error))
+        doc = JobDocument.build(job_id, status, result, cached=cached, error=public_error(error),
+                               model=self.settings.model)
         for view in doc.views or []:
             view.url = self.urls.view(view.key)
         return doc

@@ -108,7 +108,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
             return answer
         result, cached = answer
         return ScoreResult(s_f=result.s_f[0], s_b=result.s_b[0], q=result.q[0], fg_basis=result.fg_basis,
-                           basis_id=result.basis_id, cached=cached)
+                           basis_id=result.basis_id, cached=cached, model=settings.scorer_model)
 
     @router.post("/score/batch", response_model=BatchScoreResult, openapi_extra=BATCH_BODY,
                  responses={**ACCEPTED, **error_responses(400, 429, 503)})
@@ -126,7 +126,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
             return answer
         result, cached = answer
         w = quality_weights(torch.tensor(result.q), gamma).tolist()
-        return BatchScoreResult(**result.model_dump(), cached=cached, gamma=gamma, w=w)
+        return BatchScoreResult(**result.model_dump(), cached=cached, gamma=gamma, w=w, model=settings.scorer_model)
 
     @router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(404, 503))
     async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
