@@ -18,10 +18,15 @@ class ServiceWorker:
     role: str
     queue: JobQueue
     handle: Callable[[list[Delivery]], None]
+    close: Callable[[], None] | None = None  # finishes work the handler left running (a pipelined worker's stores)
 
     def run(self, settings: Settings, stop: threading.Event) -> None:
-        run_worker(self.queue, self.handle, consumer_name(self.role), settings.max_batch_size,
-                   settings.max_batch_wait_ms, stop)
+        try:
+            run_worker(self.queue, self.handle, consumer_name(self.role), settings.max_batch_size,
+                       settings.max_batch_wait_ms, stop, heartbeat_file=settings.heartbeat_file)
+        finally:
+            if self.close is not None:
+                self.close()
 
     def start(self, settings: Settings, stop: threading.Event) -> threading.Thread:
         """`run` in a daemon thread (the embedded mode)."""
