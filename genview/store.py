@@ -84,6 +84,11 @@ def pca_key(encoder_id: str) -> str:
     return validate_key(f"pca/{encoder_id}.safetensors")
 
 
+def score_body_key(pair_sha: str) -> str:
+    """Key of a scoring job's pairs body: transient (the worker deletes it once scored), never under `inputs/`."""
+    return validate_key(f"score-bodies/{pair_sha}")
+
+
 def score_key(pair_sha: str, phash: str) -> str:
     """Key of the scores of an (original, view) pair under parameters `phash`."""
     return validate_key(f"scores/{pair_sha}/{phash}.json")
@@ -130,19 +135,20 @@ class ObjectStore:
     def _path(self, key: str) -> str:
         return f"{self._root}/{validate_key(key)}"
 
-    def put(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
-        """Write `data` atomically unless the object exists and not `overwrite`; True if written."""
+    def put(self, key: str, data: bytes, *, overwrite: bool = False, durable: bool = True) -> bool:
+        """Write `data` atomically unless the object exists and not `overwrite`; True if written.
+        `durable=False` skips the fsync of a local file (transient objects)."""
         path = self._path(key)
         if not overwrite and self.exists(key):
             return False
         if self.protocol == "file":
-            self._write_local(path, data)
+            self._write_local(path, data, durable)
         else:
             self.fs.pipe_file(path, bytes(data))
         return True
 
     @staticmethod
-    def _write_local(path: str, data: bytes) -> None:
+    def _write_local(path: str, data: bytes, durable: bool = True) -> None:
         """Write a temp file next to `path`, then rename it over `path`."""
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
@@ -151,7 +157,8 @@ class ObjectStore:
             with open(tmp, "xb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

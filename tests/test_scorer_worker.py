@@ -55,3 +55,28 @@ def test_fit_job_fits_on_stored_images_and_pair_bodies(scorer):
     bad_id, _ = queue.submit({"kind": "fit-basis", "num": 1, "keys": [keys[2]]})
     worker.handle(queue.claim("t", 1, 0))
     assert queue.get(bad_id).status == "failed" and "no tokens" in queue.get(bad_id).error
+
+
+def test_pairs_bodies_are_transient_and_never_inputs(scorer, tmp_path):
+    """A scored body is deleted by the worker; nothing of it lands under inputs/ (nor is served by /inputs)."""
+    from fastapi.testclient import TestClient
+
+    from genview.basis import save_basis
+    from genview.settings import Settings
+    from services.scorer.app import create_app
+    from services.scorer.worker import ScorerWorker
+
+    settings = Settings(model="tiny", scorer_model="tiny", store_url=f"file://{tmp_path}/s", score_timeout_s=0.05)
+    queue, store = MemoryJobQueue("transient"), ObjectStore(settings.store_url)
+    pairs = _pairs(2, 3)
+    save_basis(store, scorer.encoder.encoder_id,
+               fit_pca_basis(scorer.encoder.tokens(pairs.flatten(0, 1)), scorer.encoder.grid))
+    body = encode_pairs(pairs)
+    r = TestClient(create_app(settings, queue, store)).post("/score/batch", content=body)
+    assert r.status_code == 202, r.text
+    sha = queue.get(r.json()["job_id"]).payload["sha"]
+    assert store.exists(f"score-bodies/{sha}") and not store.exists(input_key(sha))
+    ScorerWorker(scorer, queue, store, basis_refresh_s=0).handle(queue.claim("w", 4, 0))
+    assert queue.get(r.json()["job_id"]).status == "done"
+    assert not store.exists(f"score-bodies/{sha}") and not store.exists(input_key(sha))
+    assert not list((tmp_path / "s").glob("inputs/*"))

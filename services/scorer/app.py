@@ -17,7 +17,7 @@ from genview.models.presets import encoder_id
 from genview.queue import DONE, FAILED, JobQueue
 from genview.schemas import BasisInfo, BatchScoreResult, FitBasisJob, PairScores, ScoreJobDocument, ScoreResult
 from genview.settings import Settings, get_settings
-from genview.store import ObjectNotFound, ObjectStore, input_key, params_hash, score_key, sha256_hex
+from genview.store import ObjectNotFound, ObjectStore, params_hash, score_body_key, score_key, sha256_hex
 from services.app import base_app
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
@@ -78,7 +78,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
         except ObjectNotFound:
             pass
         await anyio.to_thread.run_sync(check_capacity, queue, settings)
-        await anyio.to_thread.run_sync(store.put, input_key(sha), body)
+        await anyio.to_thread.run_sync(lambda: store.put(score_body_key(sha), body, overwrite=True, durable=False))
         job_id, created = await anyio.to_thread.run_sync(
             queue.submit, {"sha": sha, "phash": phash, "basis": basis, "tenant": tenant}, f"{tenant}:{sha}:{phash}")
         if created:

@@ -12,7 +12,7 @@ from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
 from genview.schemas import PairScores
 from genview.scoring import PairScorer
-from genview.store import ObjectNotFound, ObjectStore, input_key, score_key
+from genview.store import ObjectNotFound, ObjectStore, score_body_key, score_key
 from services.scorer.pairs import decode_fit_input, decode_pairs
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ScorerWorker:
                 self.queue.fail(d, f"bad scoring job: {type(exc).__name__}: {exc}")
                 continue
             try:
-                pairs = decode_pairs(self.store.get(input_key(d.payload["sha"])))
+                pairs = decode_pairs(self.store.get(score_body_key(d.payload["sha"])))
             except Exception as exc:
                 self.queue.fail(d, f"cannot read pairs {d.payload.get('sha')}: {type(exc).__name__}: {exc}")
                 continue
@@ -71,6 +71,7 @@ class ScorerWorker:
                                 basis_id=basis_id)
             self.store.put(score_key(d.payload["sha"], d.payload["phash"]), result.model_dump_json().encode())
             self.queue.complete(d, self._stored(d.payload))
+            self.store.delete(score_body_key(d.payload["sha"]))  # bodies are transient: scored, then gone
 
     def _stored(self, payload: dict) -> dict:
         """The stored scores of a job; ObjectNotFound when there are none yet."""
