@@ -27,6 +27,9 @@ def to_pairs(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     return torch.stack([x1, x2], 1).permute(0, 1, 3, 4, 2).contiguous()
 
 
+SERVICE_JPEG_QUALITY = 95  # crops go to the scorer service as JPEG: ~10× smaller than uint8, q changes by ~1e-2
+
+
 class QualityScorer:
     """q [B] of (original crop, generated crop) pairs: `ScorerClient` (service) or `PairScorer` (local)."""
 
@@ -63,7 +66,7 @@ class QualityScorer:
     def q(self, pairs: torch.Tensor) -> torch.Tensor:
         """Quality scores q [B] (Eq. 12) of uint8 pairs [B, 2, H, W, 3]."""
         if self.client is not None:
-            return torch.tensor(self.client.score_batch(pairs).q)
+            return torch.tensor(self.client.score_batch(pairs, jpeg_quality=SERVICE_JPEG_QUALITY).q)
         return self.local.score(pairs, self.basis).q
 
     def close(self) -> None:
