@@ -5,14 +5,29 @@ from __future__ import annotations
 import threading
 import time
 
+from genview.method.noise import NoisePolicy
 from genview.method.pca import PCABasis
 from genview.store import ObjectNotFound, ObjectStore, pca_key
 
 PER_IMAGE = "per-image"
 
 
+BASIS_HINT = "run `genview fit-pca`, or POST /basis/fit, or send noise_level=auto:per-image"
+
+
 class BasisRequired(ValueError):
     """A fitted (or imported) global PCA basis is needed and none is there, and per-image was not asked for."""
+
+
+def uses_fitted_basis(policy: NoisePolicy) -> bool:
+    """Whether the policy's levels depend on a fitted global basis (adaptive, not asked per image)."""
+    return policy.kind == "adaptive" and not policy.per_image
+
+
+def require_basis(policy: NoisePolicy, basis_available: bool) -> None:
+    """Raise BasisRequired when the adaptive policy meets no fitted basis: it never degrades silently."""
+    if uses_fitted_basis(policy) and not basis_available:
+        raise BasisRequired(f"the adaptive noise policy needs a fitted PCA basis: {BASIS_HINT}")
 
 
 def save_basis(store: ObjectStore, encoder_id: str, basis: PCABasis) -> str:

@@ -10,29 +10,15 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from genview.basis import BasisRequired
+from genview.basis import BasisRequired, require_basis, uses_fitted_basis
 from genview.method.foreground import proportion_above, proportion_above_quantile
-from genview.method.noise import NoisePolicy, level_seed, noise_levels, view_seed
+from genview.method.noise import level_seed, noise_levels, view_seed
 from genview.method.pca import FG_FRACTION, PCABasis, per_image_projections
 from genview.method.quality import foreground_map
 from genview.models.unclip import UnclipGenerator
 from genview.schemas import GenerationParams
 
 __all__ = ["BasisRequired", "GeneratedViews", "ViewGenerator", "ViewRequest", "require_basis", "uses_fitted_basis"]
-
-BASIS_HINT = "run `genview fit-pca`, or POST /basis/fit, or send noise_level=auto:per-image"
-
-
-def uses_fitted_basis(policy: NoisePolicy) -> bool:
-    """Whether the policy's levels depend on a fitted global basis (adaptive, not asked per image)."""
-    return policy.kind == "adaptive" and not policy.per_image
-
-
-def require_basis(policy: NoisePolicy, basis_available: bool) -> None:
-    """Raise BasisRequired when the adaptive policy meets no fitted basis: it never degrades silently."""
-    if uses_fitted_basis(policy) and not basis_available:
-        raise BasisRequired(f"the adaptive noise policy needs a fitted PCA basis: {BASIS_HINT}")
-
 
 @dataclass(frozen=True)
 class ViewRequest:

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from genview.basis import PER_IMAGE, BasisCache, save_basis
 from genview.batch.shards import ShardOutput, ShardRecord, ShardSample, view_field
 from genview.dataset_gen import relative_paths
-from genview.generation import ViewGenerator, ViewRequest, uses_fitted_basis
+from genview.basis import uses_fitted_basis
+from genview.generation import ViewGenerator, ViewRequest
 from genview.image_files import read_bytes
 from genview.images import load_rgb
 from genview.method.noise import parse_noise_policy

@@ -22,7 +22,7 @@ import httpx
 
 from genview.client import GeneratorClient, ServiceUnavailable
 from genview.dataset_gen import read_manifest
-from genview.basis import PER_IMAGE
+from genview.basis import PER_IMAGE, uses_fitted_basis
 from genview.image_files import read_bytes
 from genview.method.noise import NoisePolicy
 from genview.pca_fit import sample_paths
@@ -90,7 +90,6 @@ class ServiceViewSource:
     @property
     def needs_basis(self) -> bool:
         """An adaptive policy against a generator with no fitted basis (it would answer 409 basis_required)."""
-        from genview.generation import uses_fitted_basis  # the generation stack loads only here
 
         return uses_fitted_basis(self.policy) and self.client.basis().basis_id == PER_IMAGE
 

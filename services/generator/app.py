@@ -9,8 +9,7 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from genview.basis import PER_IMAGE, BasisCache
-from genview.generation import BasisRequired, require_basis
+from genview.basis import PER_IMAGE, BasisCache, BasisRequired, require_basis
 from genview.images import validate_image
 from genview.method.noise import MAX_NOISE_LEVEL, parse_noise_policy
 from genview.models.presets import encoder_id

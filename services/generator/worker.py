@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Gauge
 
 from genview.basis import BasisCache
-from genview.generation import GeneratedViews, ViewGenerator, ViewRequest, require_basis
+from genview.basis import require_basis
+from genview.generation import GeneratedViews, ViewGenerator, ViewRequest
 from genview.images import load_rgb
 from genview.models.unclip import UnclipGenerator
 from genview.pca_fit import run_fit_job
