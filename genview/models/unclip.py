@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.util import find_spec
 
 import torch
 from diffusers import StableUnCLIPImg2ImgPipeline
@@ -43,7 +44,10 @@ def load_unclip_pipeline(name: str, device: str = "auto", cache: str | None = No
     dev = resolve_device(device)
     source = resolve_generator_source(name, cache)
     try:
-        pipe = AdaptiveUnCLIPPipeline.from_pretrained(source, dtype=inference_dtype(dev))
+        # With `accelerate` installed, diffusers loads with low CPU memory; without it, say so once in the README
+        # instead of a warning per model (it falls back to the same plain load).
+        pipe = AdaptiveUnCLIPPipeline.from_pretrained(source, dtype=inference_dtype(dev),
+                                                      low_cpu_mem_usage=find_spec("accelerate") is not None)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"could not load generator model {name!r} from {source!r}: {exc}. Without network access, "
