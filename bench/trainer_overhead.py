@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from genview.models.presets import ensure_random_unclip
-from harness.images import png_bytes
+from harness.images import image_folder
 from harness.processes import service_env, start_api
 from bench.report import emit
 
@@ -50,10 +50,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genview-trainer-bench-"))
-    for i in range(args.images):
-        folder = work / "data" / f"c{i % 4}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{i}.png").write_bytes(png_bytes(96, 80, seed=i))
+    image_folder(work / "data", classes=4, per_class=args.images // 4, width=96, height=80)
     cache = work / "cache"
     ensure_random_unclip("tiny", cache)
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=str(cache),

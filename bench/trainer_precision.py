@@ -15,10 +15,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from bench.report import emit
+from harness.images import image_folder
 from trainer import run as trainer_run
 
 
@@ -41,11 +39,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genview-precision-bench-"))
-    for i in range(args.images):
-        folder = work / "data" / f"c{i % 4}"
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = np.random.default_rng(i).integers(0, 256, (80, 96, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i}.png")
+    image_folder(work / "data", classes=4, per_class=args.images // 4, width=96, height=80)
     common = ["--data", str(work / "data"), "--method", args.method, "--arch", args.arch, "--image-size",
               str(args.image_size), "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", "1",
               "--device", args.device, "--knn-every", "0", "--no-quality"]

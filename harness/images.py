@@ -17,10 +17,11 @@ def png_bytes(width: int = 96, height: int = 80, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def image_folder(root: Path, classes: int = 2, per_class: int = 8, seed: int = 0) -> Path:
-    """`root/class{c}/{i}.png`: small random PNGs in class folders (the trainer's kNN labels); returns root."""
+def image_folder(root: Path, classes: int = 2, per_class: int = 8, seed: int = 0, width: int = 48,
+                 height: int = 40) -> Path:
+    """`root/class{c}/{i}.png`: distinct random PNGs in class folders (the trainer's kNN labels); returns root."""
     for c in range(classes):
         (root / f"class{c}").mkdir(parents=True)
         for i in range(per_class):
-            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(48, 40, seed=seed + 10 * c + i))
+            (root / f"class{c}" / f"{i}.png").write_bytes(png_bytes(width, height, seed=seed + per_class * c + i))
     return root

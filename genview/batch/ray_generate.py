@@ -35,6 +35,9 @@ from genview.store import ObjectStore, sha256_hex
 from genview.view_encoding import ViewEncoding, encode_fg_map
 
 
+_GEN = GenerationParams.model_fields
+
+
 class RayGenerationConfig(BaseModel):
     """What to generate, where to write it, and how to spread it over Ray."""
 
@@ -44,12 +47,12 @@ class RayGenerationConfig(BaseModel):
     shards: str  # output folder or fsspec URL
     settings: Settings  # model, device, store (basis), view encoding, fg fraction
     noise_policy: str = "adaptive"
-    num_views: int = 1
-    seed: int = 0
-    steps: int = 20
-    guidance_scale: float = 10.0
-    prompt: str = ""
-    size: int = 512
+    num_views: int = _GEN["num_views"].default  # the generation defaults are GenerationParams'
+    seed: int = _GEN["seed"].default
+    steps: int = _GEN["steps"].default
+    guidance_scale: float = _GEN["guidance_scale"].default
+    prompt: str = _GEN["prompt"].default
+    size: int = _GEN["size"].default
     images_per_shard: int = 1000
     batch_size: int = 8  # images per model call on one actor
     concurrency: int = 1  # actors
