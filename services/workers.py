@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
+from genview.basis import BasisCache
 from genview.queue import Delivery, JobQueue
 from genview.settings import Settings
 from services.worker_loop import consumer_name, run_worker
+
+log = logging.getLogger(__name__)
+
+
+def finish_fit_job(queue: JobQueue, delivery: Delivery, bases: BasisCache, fit: Callable[[], BaseModel]) -> None:
+    """Run a `fit-basis` job's `fit()`, re-read the new basis and complete the job (or fail it with the error)."""
+    try:
+        result = fit()
+    except Exception as exc:
+        log.exception("basis fit %s failed", delivery.job_id)
+        queue.fail(delivery, f"basis fit failed: {type(exc).__name__}: {exc}")
+        return
+    bases.current(refresh=True)
+    queue.complete(delivery, result.model_dump())
 
 
 @dataclass

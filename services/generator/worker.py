@@ -28,6 +28,7 @@ from genview.settings import Settings
 from genview.store import ObjectNotFound, ObjectStore, input_key, view_key
 from genview.view_encoding import ViewEncoding, encode_fg_map
 from services.generator.jobs import fg_map_key, meta_key
+from services.workers import finish_fit_job
 
 log = logging.getLogger(__name__)
 FIT_KIND = "fit-basis"
@@ -190,15 +191,9 @@ class GeneratorWorker:
 
     def fit(self, delivery: Delivery) -> None:
         """A `fit-basis` job: fit the generator's basis on stored inputs, save it, complete with the result."""
-        try:
-            result = run_fit_job(delivery.payload, self.store, self.generator, self.settings.fg_fraction,
-                                 self.settings.max_pixels, self.settings.max_batch_size)
-        except Exception as exc:
-            log.exception("basis fit %s failed", delivery.job_id)
-            self.queue.fail(delivery, f"basis fit failed: {type(exc).__name__}: {exc}")
-            return
-        self.bases.current(refresh=True)
-        self.queue.complete(delivery, result.model_dump())
+        finish_fit_job(self.queue, delivery, self.bases, lambda: run_fit_job(
+            delivery.payload, self.store, self.generator, self.settings.fg_fraction, self.settings.max_pixels,
+            self.settings.max_batch_size))
 
     def _stored_result(self, sha: str, params: GenerationParams) -> dict:
         """The stored result document of (input, params); ObjectNotFound when there is none yet."""

@@ -14,6 +14,7 @@ from genview.schemas import PairScores
 from genview.scoring import PairScorer
 from genview.store import ObjectNotFound, ObjectStore, score_body_key, score_key
 from services.scorer.pairs import decode_fit_input, decode_pairs
+from services.workers import finish_fit_job
 
 log = logging.getLogger(__name__)
 FIT_KIND = "fit-basis"
@@ -79,12 +80,6 @@ class ScorerWorker:
 
     def fit(self, delivery: Delivery) -> None:
         """A `fit-basis` job: fit the scorer's basis on stored inputs (images or pair bodies), save it."""
-        try:
-            result = run_fit_job(delivery.payload, self.store, self.scorer.encoder, decode=decode_fit_input,
-                                 batch_size=self.scorer.max_batch, **self.fit_options)
-        except Exception as exc:
-            log.exception("scorer basis fit %s failed", delivery.job_id)
-            self.queue.fail(delivery, f"basis fit failed: {type(exc).__name__}: {exc}")
-            return
-        self.bases.current(refresh=True)
-        self.queue.complete(delivery, result.model_dump())
+        finish_fit_job(self.queue, delivery, self.bases, lambda: run_fit_job(
+            delivery.payload, self.store, self.scorer.encoder, decode=decode_fit_input,
+            batch_size=self.scorer.max_batch, **self.fit_options))
