@@ -207,18 +207,23 @@ class ViewCache:
     def has(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write atomically (temp file, then rename) so a reader never sees part of a view."""
-        tmp = self.folder / f".{key}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    @staticmethod
+    def _write_atomic(path: Path, data: bytes) -> None:
+        """Temp file, then rename: a reader never sees part of a file."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
-        os.replace(tmp, self.path(key))
+        os.replace(tmp, path)
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store a view atomically."""
+        self._write_atomic(self.path(key), data)
 
     def mark(self, key: str, error: str | None = None) -> None:
-        """Mark a view as fallen back (error None) or as failing the run (error: the reason)."""
+        """Mark a view as fallen back (error None) or as failing the run (error: the reason, written atomically)."""
         if error is None:
             (self.marks / f"{key}.fallback").touch()
         else:
-            (self.marks / f"{key}.error").write_text(error)
+            self._write_atomic(self.marks / f"{key}.error", error.encode())
 
     def clear_marks(self) -> None:
         for mark in self.marks.iterdir():
