@@ -19,7 +19,7 @@ from PIL import Image
 from genview.gallery import GalleryItem, fmt
 from genview.schemas import ErrorBody
 from genview.store import ObjectNotFound, ObjectStore, input_key, validate_key
-from services.common import ApiError
+from services.errors import ApiError
 
 META_KEY = re.compile(r"views/([^/]+)/([^/]+)/meta\.json")
 SHA = re.compile(r"[0-9a-f]{64}")

@@ -9,7 +9,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from genview.images import ImageRejected, load_rgb
-from services.common import ApiError
+from services.errors import ApiError
 
 SCORER_SIDE = 224
 
