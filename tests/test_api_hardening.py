@@ -3,13 +3,11 @@ tenants, cache truth, backpressure, readiness without leaks, cancel and dead let
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from genview.queue import MemoryJobQueue, RedisJobQueue
 from genview.schemas import GenerationResult, ViewRef

@@ -32,7 +32,7 @@ from genview.training.views import (ManifestViewSource, ServiceViewSource, Sourc
                                     ViewPrefetcher, ViewSource)
 from trainer import dist
 from trainer.backbones import ARCHS
-from trainer.checkpoint import CONFIG, METRICS, TENSORBOARD, RunFolder, set_rng_state
+from trainer.checkpoint import METRICS, TENSORBOARD, RunFolder, set_rng_state
 from trainer.data import EvalDataset, ImageSet, held_out, image_set, shared_image_set
 from trainer.evaluate import KNN_KS, extract_features, knn_topk
 from trainer.methods import METHODS, MethodConfig, build_method, method_config
