@@ -40,7 +40,7 @@ def test_jpeg_pairs_become_the_same_uint8_pairs_and_are_smaller(tmp_path):
     r = client.post("/score/batch", content=body)
     assert r.status_code == 202, r.text
     expected = torch.from_numpy(np.stack([np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in files]))
-    stored = decode_pairs(store.get(score_body_key(queue.get(r.json()["job_id"]).payload["sha"])))
+    stored = decode_pairs(store.get(score_body_key(queue.get(r.json()["job_id"]).payload["body"])))
     assert torch.equal(stored, expected.view(2, 2, 64, 64, 3))
     assert len(body) * 5 < len(encode_pairs(expected.view(2, 2, 64, 64, 3)))
 

@@ -57,8 +57,9 @@ def test_fit_job_fits_on_stored_images_and_pair_bodies(scorer):
     assert queue.get(bad_id).status == "failed" and "no tokens" in queue.get(bad_id).error
 
 
-def test_pairs_bodies_are_transient_and_never_inputs(scorer, tmp_path):
-    """A scored body is deleted by the worker; nothing of it lands under inputs/ (nor is served by /inputs)."""
+def test_batch_bodies_are_transient_unhashed_and_never_inputs(scorer, tmp_path):
+    """A batch body waits under a random id (not its hash), is deleted once scored, or once its job failed for
+    good; nothing of it lands under inputs/ (nor is served by /inputs), and no answer is cached."""
     from fastapi.testclient import TestClient
 
     from genview.basis import save_basis
@@ -67,16 +68,18 @@ def test_pairs_bodies_are_transient_and_never_inputs(scorer, tmp_path):
     from services.scorer.worker import ScorerWorker
 
     settings = Settings(model="tiny", scorer_model="tiny", store_url=f"file://{tmp_path}/s", score_timeout_s=0.05)
-    queue, store = MemoryJobQueue("transient"), ObjectStore(settings.store_url)
+    queue, store = MemoryJobQueue("transient", max_deliveries=1), ObjectStore(settings.store_url)
     pairs = _pairs(2, 3)
     save_basis(store, scorer.encoder.encoder_id,
                fit_pca_basis(scorer.encoder.tokens(pairs.flatten(0, 1)), scorer.encoder.grid))
-    body = encode_pairs(pairs)
-    r = TestClient(create_app(settings, queue, store)).post("/score/batch", content=body)
-    assert r.status_code == 202, r.text
-    sha = queue.get(r.json()["job_id"]).payload["sha"]
-    assert store.exists(f"score-bodies/{sha}") and not store.exists(input_key(sha))
-    ScorerWorker(scorer, queue, store, basis_refresh_s=0).handle(queue.claim("w", 4, 0))
-    assert queue.get(r.json()["job_id"]).status == "done"
-    assert not store.exists(f"score-bodies/{sha}") and not store.exists(input_key(sha))
-    assert not list((tmp_path / "s").glob("inputs/*"))
+    body, api = encode_pairs(pairs), TestClient(create_app(settings, queue, store))
+    worker = ScorerWorker(scorer, queue, store, basis_refresh_s=0)
+    jobs = [api.post("/score/batch", content=body).json()["job_id"] for _ in range(2)]
+    assert len(set(jobs)) == 2  # the same body twice: two jobs, no dedup by content
+    ids = [queue.get(j).payload["body"] for j in jobs]
+    assert sha256_hex(body) not in ids and all(store.exists(f"score-bodies/{i}") for i in ids)
+    store.put(f"score-bodies/{ids[1]}", b"corrupt", overwrite=True)
+    worker.handle(queue.claim("w", 4, 0))
+    assert [queue.get(j).status for j in jobs] == ["done", "failed"]
+    assert not list((tmp_path / "s").glob("score-bodies/*"))  # scored, or failed for good: gone either way
+    assert not list((tmp_path / "s").glob("inputs/*")) and not list((tmp_path / "s").glob("scores/*"))

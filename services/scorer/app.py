@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import anyio
@@ -66,21 +67,27 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
     bases = BasisCache(store, scorer_id, settings.basis_refresh_s)
     waiter, urls, owners = JobWaiter(queue, settings), Urls(settings), Ownership(store)
 
-    async def scores(body: bytes, timeout: float, tenant: str) -> tuple[PairScores, bool] | JSONResponse:
-        """(scores, cached) of a validated pairs body, from the store or a job (202 if not done within `timeout`)."""
-        sha = await anyio.to_thread.run_sync(sha256_hex, body)
+    async def scores(body: bytes, timeout: float, tenant: str, cache: bool) -> tuple[PairScores, bool] | JSONResponse:
+        """(scores, cached) of a validated pairs body, from a job (202 if not done within `timeout`).
+
+        With `cache` (single pairs) the body's SHA-256 keys a stored answer and dedups jobs; without (batches:
+        training crops never repeat) the body is neither hashed nor kept — a random id names its transient copy."""
         basis = await anyio.to_thread.run_sync(bases.fingerprint)
         phash = params_hash({"model": settings.scorer_model, "basis": basis})
-        try:
-            cached = await anyio.to_thread.run_sync(store.get, score_key(sha, phash))
-            metrics.cache_hit()
-            return PairScores.model_validate_json(cached), True
-        except ObjectNotFound:
-            pass
+        body_id, dedup = uuid.uuid4().hex, None
+        if cache:
+            body_id = await anyio.to_thread.run_sync(sha256_hex, body)
+            dedup = f"{tenant}:{body_id}:{phash}"
+            try:
+                cached = await anyio.to_thread.run_sync(store.get, score_key(body_id, phash))
+                metrics.cache_hit()
+                return PairScores.model_validate_json(cached), True
+            except ObjectNotFound:
+                pass
         await anyio.to_thread.run_sync(check_capacity, queue, settings)
-        await anyio.to_thread.run_sync(lambda: store.put(score_body_key(sha), body, overwrite=True, durable=False))
-        job_id, created = await anyio.to_thread.run_sync(
-            queue.submit, {"sha": sha, "phash": phash, "basis": basis, "tenant": tenant}, f"{tenant}:{sha}:{phash}")
+        await anyio.to_thread.run_sync(lambda: store.put(score_body_key(body_id), body, overwrite=True, durable=False))
+        payload = {"body": body_id, "cache": cache, "phash": phash, "basis": basis, "tenant": tenant}
+        job_id, created = await anyio.to_thread.run_sync(queue.submit, payload, dedup)
         if created:
             metrics.submitted()
         job = await waiter.wait(job_id, timeout)
@@ -103,7 +110,7 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
             data = await read_upload(upload, settings.max_upload_bytes, name)
             images.append(await image_work(_image_tensor, data, settings.max_pixels, field=name))
         body = await image_work(lambda: encode_pairs(pair_from_images(*images)))
-        answer = await scores(body, timeout, tenant)
+        answer = await scores(body, timeout, tenant, cache=True)
         if isinstance(answer, JSONResponse):
             return answer
         result, cached = answer
@@ -121,12 +128,12 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
                                      settings.max_pixels, field="pairs_jpeg")
             body = await anyio.to_thread.run_sync(encode_pairs, pairs)
         await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
-        answer = await scores(body, timeout, tenant)
+        answer = await scores(body, timeout, tenant, cache=False)
         if isinstance(answer, JSONResponse):
             return answer
-        result, cached = answer
+        result, _ = answer
         w = quality_weights(torch.tensor(result.q), gamma).tolist()
-        return BatchScoreResult(**result.model_dump(), cached=cached, gamma=gamma, w=w, model=settings.scorer_model)
+        return BatchScoreResult(**result.model_dump(), gamma=gamma, w=w, model=settings.scorer_model)
 
     @router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(404, 503))
     async def get_job(tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:

@@ -37,17 +37,18 @@ class ScorerWorker:
                 self.fit(d)
                 continue
             try:
-                self.queue.complete(d, self._stored(d.payload))
-                continue
+                if d.payload.get("cache"):
+                    self.queue.complete(d, self._stored(d.payload))
+                    continue
             except ObjectNotFound:
                 pass
             except Exception as exc:
-                self.queue.fail(d, f"bad scoring job: {type(exc).__name__}: {exc}")
+                self._fail(d, f"bad scoring job: {type(exc).__name__}: {exc}")
                 continue
             try:
-                pairs = decode_pairs(self.store.get(score_body_key(d.payload["sha"])))
+                pairs = decode_pairs(self.store.get(score_body_key(d.payload["body"])))
             except Exception as exc:
-                self.queue.fail(d, f"cannot read pairs {d.payload.get('sha')}: {type(exc).__name__}: {exc}")
+                self._fail(d, f"cannot read pairs {d.payload.get('body')}: {type(exc).__name__}: {exc}")
                 continue
             groups.setdefault((tuple(pairs.shape[2:]), d.payload["basis"]), []).append((d, pairs))
         for (_, basis_id), items in groups.items():
@@ -61,7 +62,7 @@ class ScorerWorker:
         except Exception as exc:  # e.g. out of memory: the jobs are retried
             log.exception("scoring failed for %d jobs", len(items))
             for d, _ in items:
-                self.queue.fail(d, f"scoring failed: {type(exc).__name__}: {exc}")
+                self._fail(d, f"scoring failed: {type(exc).__name__}: {exc}")
             return
         start = 0
         for d, pairs in items:
@@ -70,13 +71,22 @@ class ScorerWorker:
             result = PairScores(s_f=quality.s_f[part].tolist(), s_b=quality.s_b[part].tolist(),
                                 q=quality.q[part].tolist(), fg_basis="per-image" if basis_id == PER_IMAGE else "fitted",
                                 basis_id=basis_id)
-            self.store.put(score_key(d.payload["sha"], d.payload["phash"]), result.model_dump_json().encode())
-            self.queue.complete(d, self._stored(d.payload))
-            self.store.delete(score_body_key(d.payload["sha"]))  # bodies are transient: scored, then gone
+            if d.payload["cache"]:
+                self.store.put(score_key(d.payload["body"], d.payload["phash"]), result.model_dump_json().encode())
+            self.queue.complete(d, result.model_dump())
+            self.store.delete(score_body_key(d.payload["body"]))  # bodies are transient: scored, then gone
+
+    def _fail(self, delivery: Delivery, error: str) -> None:
+        """Fail a scoring job; once it has failed for good its transient body goes too."""
+        if self.queue.fail(delivery, error) and "body" in delivery.payload:
+            try:
+                self.store.delete(score_body_key(delivery.payload["body"]))
+            except Exception:  # the store is down too: the body stays until a lifecycle rule removes it
+                log.warning("could not delete the body of failed job %s", delivery.job_id, exc_info=True)
 
     def _stored(self, payload: dict) -> dict:
-        """The stored scores of a job; ObjectNotFound when there are none yet."""
-        return PairScores.model_validate_json(self.store.get(score_key(payload["sha"], payload["phash"]))).model_dump()
+        """The stored scores of a cached job; ObjectNotFound when there are none yet."""
+        return PairScores.model_validate_json(self.store.get(score_key(payload["body"], payload["phash"]))).model_dump()
 
     def fit(self, delivery: Delivery) -> None:
         """A `fit-basis` job: fit the scorer's basis on stored inputs (images or pair bodies), save it."""
