@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, description="worker micro-batch size (images)")
     max_batch_wait_ms: int = Field(50, ge=0, description="how often a busy worker looks for jobs for its next batch")
     heartbeat_file: str | None = Field(None, description="workers touch this file between batches (liveness probes)")
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535,
+                                            description="a worker process serves its Prometheus /metrics here")
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest accepted upload")
     max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image (width·height)")

@@ -74,6 +74,10 @@ def worker_command(service: str):
         settings = get_settings()
         log.info(startup_line(f"{service}-worker", settings))
         worker = importlib.import_module(f"services.{service}.wiring").build_worker(settings)
+        if settings.worker_metrics_port and worker.registry is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(settings.worker_metrics_port, registry=worker.registry)
         worker.run(settings, _stop_on_signals())
 
     return run

@@ -59,5 +59,7 @@ def create_embedded_app(settings: Settings, stop: threading.Event) -> FastAPI:
     app.include_router(scorer_app.scorer_router(settings, workers[1].queue, store, metrics))
     add_gallery_route(app, TenantScopedStore(store))
     for worker in workers:
+        if worker.registry is not None:  # the workers' metrics (GPU-idle share) on this app's /metrics
+            metrics.registry.register(worker.registry)
         worker.start(settings, stop)
     return app

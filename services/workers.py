@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from genview.basis import BasisCache
@@ -37,6 +38,7 @@ class ServiceWorker:
     queue: JobQueue
     handle: Callable[[list[Delivery]], None]
     close: Callable[[], None] | None = None  # finishes work the handler left running (a pipelined worker's stores)
+    registry: CollectorRegistry | None = None  # the worker's own metrics (GPU-idle share)
 
     def run(self, settings: Settings, stop: threading.Event) -> None:
         try:

@@ -26,7 +26,8 @@ def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
         assert s.status_code == 200 and set(s.json()) >= {"s_f", "s_b", "q"}, s.text
         assert -2 <= s.json()["q"] <= 2
         assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
-        assert "genview_queue_depth" in httpx.get(f"{base}/metrics").text
+        exported = httpx.get(f"{base}/metrics").text
+        assert "genview_queue_depth" in exported and "genview_worker_gpu_idle_ratio " in exported  # + the worker's
     finally:
         proc.stop()
 

@@ -15,6 +15,7 @@ from PIL import Image
 from genview.queue import RedisJobQueue
 from genview.store import ObjectStore, sha256_hex
 from harness.images import png_bytes
+from harness.ports import free_port
 from harness.processes import service_env, start_api, start_worker
 
 pytestmark = pytest.mark.slow  # end-to-end: API and worker processes on Redis
@@ -62,12 +63,17 @@ def _post(base: str, image: bytes, wait: bool = True, **fields) -> httpx.Respons
 
 
 def _roundtrip_then_cache(cluster) -> None:
-    """A request through a worker, then the same request from the cache with no worker running."""
-    cluster.configure()
+    """A request through a worker (which serves its GPU-idle share on its metrics port), then the same request
+    from the cache with no worker running."""
+    metrics_port = free_port()
+    cluster.configure(worker_metrics_port=str(metrics_port))
     base = cluster.api()
     worker = cluster.worker()
     first = _post(base, png_bytes(seed=1), num_views="2")
     assert first.status_code == 200, first.text
+    exported = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    idle = [line for line in exported.splitlines() if line.startswith("genview_worker_gpu_idle_ratio ")]
+    assert len(idle) == 1 and 0.0 <= float(idle[0].split()[1]) < 1.0, exported[-2000:]
     body = first.json()
     assert body["status"] == "done" and body["cached"] is False
     assert body["fg_basis"] == "per-image" and 0 <= body["fg_ratio"] <= 1

@@ -23,4 +23,5 @@ def build_worker(settings: Settings, store: ObjectStore | None = None) -> Servic
     generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache, settings.compile)
     queue = open_generator_queue(settings)
     worker = GeneratorWorker(settings, generator, queue, store or ObjectStore.from_settings(settings))
-    return ServiceWorker(ROLE, queue, worker.submit, worker.close)  # pipelined: stores overlap the next batch
+    return ServiceWorker(ROLE, queue, worker.submit, worker.close,  # pipelined: stores overlap the next batch
+                         worker.registry)
