@@ -186,3 +186,10 @@ class BasisFitResult(BaseModel):
     key: str = Field(description="store key of the saved basis")
     images: int
     threshold: float
+
+
+class InputRef(BaseModel):
+    """`POST /inputs`: a stored input image, by content (the key `POST /basis/fit` and `/score/basis/fit` take)."""
+
+    key: str = Field(description="store key of the input, `inputs/<sha256>`")
+    sha256: str = Field(description="SHA-256 of the image bytes, 64 lowercase hex characters")

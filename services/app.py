@@ -1,4 +1,5 @@
-"""The base of every GenView HTTP app: offline docs, JSON errors, metrics, the request guard, health probes."""
+"""The base of every GenView HTTP app: offline docs, JSON errors, metrics, the request guard, health probes and
+`POST /inputs`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from genview.store import ObjectStore
 from services.errors import STATUS_TEXT, install_error_handlers
 from services.guard import RequestGuard
 from services.health import health_router
+from services.inputs import inputs_body_limits, inputs_router
 from services.metrics import ServiceMetrics
 
 DOCS_ASSETS = "/static/docs"
@@ -23,9 +25,10 @@ def base_app(service: str, description: str, settings: Settings, queues: dict[st
                          static_url=DOCS_ASSETS)
     metrics = ServiceMetrics(service, queues)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, settings=settings, body_limits=body_limits)
+    app.add_middleware(RequestGuard, settings=settings, body_limits={**inputs_body_limits(settings), **body_limits})
     metrics.install(app)
     app.include_router(health_router(queues, store))
+    app.include_router(inputs_router(settings, store))
     app.openapi = lambda: _openapi_with_one_error_schema(app)
     return app, metrics
 

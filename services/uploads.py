@@ -9,7 +9,9 @@ from typing import TypeVar
 import anyio
 from fastapi import UploadFile
 
-from genview.images import ImageRejected
+from genview.images import ImageRejected, validate_image
+from genview.settings import Settings
+from genview.store import sha256_hex
 from services.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -35,3 +37,10 @@ async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, struct.error, …)
         log.info("%s rejected by the image library", field, exc_info=True)
         raise ApiError(400, "undecodable_image", f"{field} could not be decoded ({type(exc).__name__})") from exc
+
+
+async def accept_image(upload: UploadFile, settings: Settings, field: str = "image") -> tuple[bytes, str]:
+    """(bytes, SHA-256) of an uploaded image that is within the upload and pixel limits and decodes safely."""
+    data = await read_upload(upload, settings.max_upload_bytes, field)
+    await image_work(validate_image, data, settings.max_pixels, field=field)
+    return data, await anyio.to_thread.run_sync(sha256_hex, data)

@@ -176,6 +176,32 @@ def test_adaptive_without_a_basis_is_409_and_says_how_to_fit_one(tmp_path):
     assert client.get("/basis").json()["basis_id"] == "per-image"
 
 
+@pytest.mark.parametrize("app", ["generator", "scorer"])
+def test_post_inputs_stores_an_image_for_its_tenant_and_basis_fits_name_it(tmp_path, app):
+    settings, store = _settings(tmp_path, api_keys="key-a,key-b"), ObjectStore(f"file://{tmp_path}/store")
+    factory, fit = (generator_app, "/basis/fit") if app == "generator" else (scorer_app, "/score/basis/fit")
+    client = TestClient(factory(settings, MemoryJobQueue(app), store))
+    image = png_bytes(seed=11)
+
+    def upload(data=image, headers=A):
+        return client.post("/inputs", headers=headers, files={"image": ("x.png", data, "image/png")})
+
+    first, sha = upload(), sha256_hex(image)
+    assert first.status_code == 201 and first.json() == {"key": f"inputs/{sha}", "sha256": sha}
+    assert store.get(first.json()["key"]) == image and upload().status_code == 200  # content-addressed: stored once
+    keys = {"num": 1, "keys": [first.json()["key"]]}
+    assert client.post(fit, headers=A, json=keys).status_code == 202
+    refused = client.post(fit, headers=B, json=keys)  # another tenant cannot name (or learn of) A's input
+    assert refused.status_code == 404 and refused.json()["error"] == "unknown_input"
+    assert upload(headers=B).status_code == 201 and client.post(fit, headers=B, json=keys).status_code == 202
+    for bad in (b"not an image", png_bytes()[:60]):
+        r = upload(bad)
+        assert 400 <= r.status_code < 500 and set(r.json()) == {"error", "detail"}, r.text
+    too_big = upload(b"\x89PNG" + bytes(settings.max_upload_bytes))
+    assert too_big.status_code == 413 and too_big.json()["error"] in ("upload_too_large", "body_too_large")
+    assert client.post("/inputs", files={"image": ("x.png", image)}).status_code == 401
+
+
 @pytest.mark.parametrize("name, data", [
     ("iptc-10-bytes", b"\x1c\x02\x00\x00\x02\x00\x02AB\x00"),
     ("truncated-png", png_bytes()[:60]),

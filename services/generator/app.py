@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Reques
 from fastapi.responses import JSONResponse, Response
 
 from genview.basis import PER_IMAGE, BasisCache, BasisRequired, require_basis
-from genview.images import validate_image
 from genview.method.noise import MAX_NOISE_LEVEL, parse_noise_policy
 from genview.models.presets import encoder_id
 from genview.queue import DONE, FAILED, Job, JobQueue
@@ -27,7 +26,7 @@ from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fi
 from services.limits import FORM_OVERHEAD, single_valued_form
 from services.metrics import ServiceMetrics
 from services.tenancy import Ownership, TenantScopedStore
-from services.uploads import image_work, read_upload
+from services.uploads import accept_image
 from services.urls import Urls
 
 DESCRIPTION = "Adaptive Stable unCLIP views (GenView, Eq. 5–9), queue-backed and cached."
@@ -146,9 +145,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
             policy = parse_noise_policy(noise_level)
         except ValueError as exc:
             raise ApiError(422, "invalid_parameters", [{"field": "noise_level", "message": str(exc)}]) from exc
-        data = await read_upload(image, settings.max_upload_bytes, "image")
-        await image_work(validate_image, data, settings.max_pixels)
-        sha = await anyio.to_thread.run_sync(sha256_hex, data)
+        data, sha = await accept_image(image, settings)
         basis = await anyio.to_thread.run_sync(r.bases.fingerprint)
         try:
             require_basis(policy, basis != PER_IMAGE)
