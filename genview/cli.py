@@ -55,13 +55,11 @@ def cmd_generate_dataset(args: argparse.Namespace) -> None:
     from genview.client import GeneratorClient
     from genview.dataset_gen import ensure_basis, export_official, generate_dataset
     from genview.method.noise import parse_noise_policy
-    from genview.store import ObjectStore
 
-    settings = get_settings()
     client = GeneratorClient(args.generator_url, api_key=args.api_key)
     policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
     if parse_noise_policy(policy) == parse_noise_policy("adaptive") and not args.levels_from:
-        ensure_basis(client, ObjectStore.from_settings(settings), args.images, args.fit_num, args.seed)
+        ensure_basis(client, args.images, args.fit_num, args.seed)
     stats = generate_dataset(args.images, client, args.manifest, noise_policy=policy,
                              num_views=args.num_views, seed=args.seed, steps=args.steps, size=args.size,
                              concurrency=args.concurrency, levels_from=args.levels_from)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import torch
 from safetensors.torch import save
 
-from genview.schemas import BasisFitResult, BasisInfo, BatchScoreResult, JobDocument
+from genview.image_files import read_bytes
+from genview.pca_fit import sample_paths
+from genview.schemas import BasisFitResult, BasisInfo, BatchScoreResult, InputRef, JobDocument
+
+log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+REFUSED_IMAGE = frozenset({400, 413, 415})  # `POST /inputs` answers for an image it will not store
 
 
 def jpeg_pairs_body(pairs: torch.Tensor, quality: int = 95) -> bytes:
@@ -32,7 +40,10 @@ class ServiceUnavailable(RuntimeError):
 
 
 class ServiceClient:
-    """Base: one pooled httpx client, API key, and `request` with exponential backoff on transient errors."""
+    """Base: one pooled httpx client, API key, `request` with exponential backoff on transient errors; input
+    uploads and the service's PCA basis (read, fit, fit on a sample of training images)."""
+
+    basis_route: str  # where the service's PCA basis is: `/basis` (generator) or `/score/basis` (scorer)
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 300.0, retries: int = 5,
                  backoff_s: float = 0.5):
@@ -58,9 +69,61 @@ class ServiceClient:
     def close(self) -> None:
         self.http.close()
 
+    def upload_input(self, image: bytes) -> str:
+        """Store an image as an input (`POST /inputs`); its key, `inputs/<sha256>`."""
+        return InputRef.model_validate(self.request("POST", "/inputs", files={"image": ("image", image)}).json()).key
+
+    def basis(self) -> BasisInfo:
+        """The PCA basis the service keys requests on now ('per-image' when none is fitted)."""
+        return BasisInfo.model_validate(self.request("GET", self.basis_route).json())
+
+    def fit_basis(self, num: int, keys: list[str] | None = None, wait_s: float = 3600.0) -> BasisFitResult:
+        """Fit the service's PCA basis on its worker (`POST …/basis/fit`) and wait for the job's result."""
+        job = self.request("POST", f"{self.basis_route}/fit", json={"num": num, "keys": keys}).json()
+        deadline = time.monotonic() + wait_s
+        while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = self.request("GET", f"{self.basis_route}/jobs/{job['job_id']}").json()
+        if job["status"] != "done":
+            raise ServiceUnavailable(f"basis fit job {job['job_id']} ended {job['status']}: {job.get('error')}")
+        return BasisFitResult.model_validate(job["result"])
+
+    def wait_for_basis(self, basis_id: str, timeout_s: float = 120.0) -> None:
+        """Block until the service keys requests on `basis_id` (its API re-reads the store every basis_refresh_s)."""
+        deadline = time.monotonic() + timeout_s
+        while self.basis().basis_id != basis_id:
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"{self.http.base_url} did not pick up PCA basis {basis_id} within "
+                                         f"{timeout_s:.0f} s")
+            time.sleep(0.5)
+
+    def fit_basis_on(self, paths: Sequence[str], num: int, seed: int = 0, wait_s: float = 3600.0,
+                     concurrency: int = 8) -> BasisFitResult:
+        """Fit the service's basis on a seeded sample of `num` of `paths`: upload them (`POST /inputs`), fit on
+        their keys, and return once the API serves the new basis. Images the API refuses are skipped (logged)."""
+        sample = sample_paths(paths, num, seed)
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="upload") as pool:
+            keys = [k for k in pool.map(self._upload_for_fit, sample) if k is not None]
+        if not keys:
+            raise ValueError(f"none of the {len(sample)} sampled images could be stored as an input")
+        result = self.fit_basis(len(keys), keys, wait_s=wait_s)
+        self.wait_for_basis(result.basis_id, timeout_s=min(wait_s, 120.0))
+        return result
+
+    def _upload_for_fit(self, path: str) -> str | None:
+        try:
+            return self.upload_input(read_bytes(path))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code not in REFUSED_IMAGE:
+                raise
+            log.warning("%s left out of the basis fit: the service refused it (%s)", path, exc.response.text[:200])
+            return None
+
 
 class GeneratorClient(ServiceClient):
-    """`POST /generate` and `GET /views/…`."""
+    """`POST /generate`, `GET /views/…` and the generator's basis (`/basis`)."""
+
+    basis_route = "/basis"
 
     def generate(self, image: bytes, wait_s: float = 600.0, **fields) -> JobDocument:
         """The finished job document of one image (waits for it)."""
@@ -76,28 +139,15 @@ class GeneratorClient(ServiceClient):
             raise ServiceUnavailable(f"generation job {doc.job_id} ended {doc.status}: {doc.error}")
         return doc
 
-    def basis(self) -> BasisInfo:
-        """The PCA basis the generator keys requests on now."""
-        return BasisInfo.model_validate(self.request("GET", "/basis").json())
-
-    def fit_basis(self, num: int, keys: list[str] | None = None, wait_s: float = 3600.0) -> BasisFitResult:
-        """Fit the generator's PCA basis on the server (`POST /basis/fit`) and wait for the result."""
-        job = self.request("POST", "/basis/fit", json={"num": num, "keys": keys}).json()
-        deadline = time.monotonic() + wait_s
-        while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
-            time.sleep(0.5)
-            job = self.request("GET", f"/basis/jobs/{job['job_id']}").json()
-        if job["status"] != "done":
-            raise ServiceUnavailable(f"basis fit job {job['job_id']} ended {job['status']}: {job.get('error')}")
-        return BasisFitResult.model_validate(job["result"])
-
     def view(self, key: str) -> bytes:
         """The bytes of a generated view by its store key."""
         return self.request("GET", f"/views/{key.removeprefix('views/')}").content
 
 
 class ScorerClient(ServiceClient):
-    """`POST /score/batch`."""
+    """`POST /score/batch` and the scorer's basis (`/score/basis`)."""
+
+    basis_route = "/score/basis"
 
     def score_batch(self, pairs: torch.Tensor, gamma: float = 1.0, jpeg_quality: int | None = None) -> BatchScoreResult:
         """s_f, s_b, q, w of uint8 pairs [N, 2, H, W, 3], sent raw or, with `jpeg_quality`, as JPEG crops (~10× smaller)."""

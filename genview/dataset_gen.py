@@ -15,9 +15,8 @@ from genview.basis import PER_IMAGE
 from genview.client import GeneratorClient
 from genview.image_files import list_images, read_bytes
 from genview.method.noise import adaptive_noise_level, parse_noise_policy
-from genview.pca_fit import sample_paths
 from genview.schemas import BasisFitResult, ManifestRow
-from genview.store import ObjectStore, input_key, sha256_hex
+from genview.store import sha256_hex
 
 
 def relative_paths(source: str) -> tuple[list[str], list[str]]:
@@ -49,33 +48,18 @@ def read_levels(path: str) -> dict[str, tuple[float, int]]:
     return out
 
 
-def wait_for_basis(client: GeneratorClient, basis_id: str, timeout_s: float = 120.0) -> None:
-    """Block until the generator keys requests on the given basis (it re-reads the store periodically)."""
-    deadline = time.monotonic() + timeout_s
-    while client.basis().basis_id != basis_id:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the generator did not pick up PCA basis {basis_id} within {timeout_s:.0f} s")
-        time.sleep(0.5)
+def ensure_basis(client: GeneratorClient, source: str, num: int, seed: int = 0) -> BasisFitResult | None:
+    """Have the generator fit its PCA basis on a sample of `source` when it has none, and wait until it serves it.
 
-
-def ensure_basis(client: GeneratorClient, store: ObjectStore, source: str, num: int, seed: int = 0) -> BasisFitResult | None:
-    """Have the generator fit its PCA basis on a sample of `source` when it has none (`POST /basis/fit`).
-
-    No model is loaded here: the sample goes into the shared store under `inputs/{sha256}` (the keys the API
-    would write), and a generator worker fits on those keys. None when a basis is already there.
+    No model is loaded here: the sample is uploaded (`POST /inputs`, so API keys and tenants hold) and a generator
+    worker fits on those inputs (`POST /basis/fit`). None when a basis is already there.
     """
     if client.basis().basis_id != PER_IMAGE:
         return None
-    keys = []
-    for path in sample_paths(list_images(source), num, seed):
-        data = read_bytes(path)
-        keys.append(input_key(sha256_hex(data)))
-        store.put(keys[-1], data)
-    if not keys:
+    paths = list_images(source)
+    if not paths:
         raise ValueError(f"no images (.png/.jpg/.jpeg/.webp) found in {source}")
-    result = client.fit_basis(len(keys), keys)
-    wait_for_basis(client, result.basis_id)
-    return result
+    return client.fit_basis_on(paths, num, seed)
 
 
 def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: str = "adaptive",

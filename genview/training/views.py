@@ -20,13 +20,12 @@ from typing import Protocol
 
 import httpx
 
-from genview.client import GeneratorClient, ServiceUnavailable
+from genview.client import GeneratorClient, ServiceClient, ServiceUnavailable
 from genview.dataset_gen import read_manifest
 from genview.basis import PER_IMAGE, uses_fitted_basis
 from genview.image_files import read_bytes
 from genview.method.noise import NoisePolicy
-from genview.pca_fit import sample_paths
-from genview.store import ObjectStore, input_key, params_hash, sha256_hex
+from genview.store import ObjectStore, params_hash, sha256_hex
 
 log = logging.getLogger(__name__)
 TRANSIENT = (ServiceUnavailable, OSError)  # worth retrying: the service or the store is down for a while
@@ -93,26 +92,10 @@ class ServiceViewSource:
 
         return uses_fitted_basis(self.policy) and self.client.basis().basis_id == PER_IMAGE
 
-    def fit_basis(self, paths: Sequence[str], num: int, seed: int = 0, timeout_s: float = 600.0) -> str:
-        """Fit the generator's basis on a sample of `paths` (`POST /basis/fit`) and wait until it serves it;
-        `check()` again afterwards to key views on it.
-
-        The API fits on inputs it stores; a sample image is stored by a one-step 16-px generation (cheap).
-        """
-        sample = sample_paths(paths, num, seed)
-        log.info("generator %s has no fitted PCA basis: fitting one on %d training images", self.url, len(sample))
-        keys = []
-        for path in sample:
-            image = read_bytes(path)
-            self.client.generate(image, noise_level="constant:0", steps=1, size=16, seed=seed)
-            keys.append(input_key(sha256_hex(image)))
-        fitted = self.client.fit_basis(len(keys), keys, wait_s=timeout_s).basis_id
-        deadline = time.monotonic() + timeout_s
-        while self.client.basis().basis_id != fitted:  # the API re-reads the store every basis_refresh_s
-            if time.monotonic() > deadline:
-                raise SourceNotReady(f"generator {self.url} did not pick up the fitted basis {fitted}")
-            time.sleep(0.5)
-        return fitted
+    def fit_basis(self, paths: Sequence[str], num: int, seed: int = 0) -> str:
+        """Fit the generator's basis on a sample of `paths` through the service; `check()` again afterwards to
+        key views on it."""
+        return fit_service_basis(self.client, "generator", self.url, paths, num, seed)
 
     def key(self, path: str, image: bytes) -> str:
         if self.phash is None:
@@ -125,6 +108,19 @@ class ServiceViewSource:
 
     def close(self) -> None:
         self.client.close()
+
+
+def fit_service_basis(client: ServiceClient, name: str, url: str, paths: Sequence[str], num: int,
+                      seed: int = 0) -> str:
+    """Fit a service's missing PCA basis on `num` sampled training images (uploaded with `POST /inputs`) and wait
+    until its API serves it; the basis id, or SourceNotReady saying why it could not be fitted."""
+    log.info("%s at %s has no fitted PCA basis: fitting one on %d training images", name, url, min(num, len(paths)))
+    try:
+        return client.fit_basis_on(paths, num, seed).basis_id
+    except (ServiceUnavailable, httpx.HTTPStatusError, ValueError) as exc:
+        detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+        raise SourceNotReady(f"{name} at {url} has no fitted PCA basis and fitting one on the training images "
+                             f"failed: {detail}") from None
 
 
 def ready_check(client, name: str, url: str, timeout_s: float = 5.0) -> None:
