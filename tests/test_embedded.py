@@ -46,3 +46,33 @@ def test_serve_without_gpu_falls_back_to_tiny_models_and_says_so(model_cache, tm
         assert r.status_code == 200 and r.json()["model"] == "tiny", r.text
     finally:
         proc.stop()
+
+
+@pytest.mark.slow
+def test_missing_bases_are_fitted_through_both_apis_with_api_keys(model_cache, tmp_path):
+    """Clients fit a missing basis with uploads (`POST /inputs`), so tenants hold; a failed fit says why."""
+    from genview.client import GeneratorClient
+    from genview.dataset_gen import ensure_basis
+    from genview.training.quality import QualityScorer
+    from genview.training.views import SourceNotReady
+    from harness.images import image_folder
+
+    images = image_folder(tmp_path / "images", per_class=3)
+    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
+                      store_url=f"file://{tmp_path / 'data'}", api_keys="key-a,key-b", basis_refresh_s="0.2")
+    proc, base = start_api("serve", env, tmp_path)
+    try:
+        with pytest.raises(SourceNotReady, match="no fitted PCA basis: fit one"):
+            QualityScorer.service(base, api_key="key-a")  # never per-crop PCA unasked
+        (tmp_path / "bad.png").write_bytes(b"not an image")
+        with pytest.raises(SourceNotReady, match="fitting one on the training images failed: none of the 1"):
+            QualityScorer.service(base, api_key="key-a", fit_paths=[str(tmp_path / "bad.png")])
+        paths = sorted(str(p) for p in images.rglob("*.png"))
+        QualityScorer.service(base, api_key="key-a", fit_paths=paths, fit_num=4).close()
+        generator = GeneratorClient(base, api_key="key-b")
+        assert ensure_basis(generator, str(images), 4).images == 4  # generate-dataset's fit, as tenant B
+        assert ensure_basis(generator, str(images), 4) is None
+        for route in ("/basis", "/score/basis"):
+            assert httpx.get(base + route, headers={"X-API-Key": "key-a"}).json()["basis_id"] != "per-image", route
+    finally:
+        proc.stop()

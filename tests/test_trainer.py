@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.processes import Proc, genview_cmd, service_env, start_api, start_worker
+from harness.processes import Proc, service_env, start_api, start_worker
 from tests.test_trainer_run import images  # noqa: F401  (the 16 class-folder images, a fixture)
 
 pytestmark = pytest.mark.slow  # end-to-end: service processes and torchrun trainer runs
@@ -24,16 +24,13 @@ COMMON = ["--method", "simclr", "--arch", "resnet18", "--image-size", "32", "--b
 
 @pytest.fixture(scope="module")
 def stack(redis_url, model_cache, images, tmp_path_factory):
-    """Generator and scorer APIs and workers (tiny presets, Redis db 2, a file store, a fitted scorer basis).
+    """Generator and scorer APIs and workers (tiny presets, Redis db 2, a file store).
 
-    The generator has no fitted basis: the first adaptive trainer run fits it through the service."""
+    Neither service has a fitted PCA basis: the first trainer run fits both through the services."""
     logs = tmp_path_factory.mktemp("trainer-stack")
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
                       redis_url=redis_url.rsplit("/", 1)[0] + "/2", store_url=f"file://{logs / 'store'}",
                       max_batch_size="8", max_batch_wait_ms="20", basis_refresh_s="0.5")
-    fit = subprocess.run(genview_cmd("fit-pca", "--encoder", "scorer", "--images", str(images), "--num", "16"),
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert fit.returncode == 0, fit.stderr[-3000:]
     procs = [start_worker("generator-worker", env, logs), start_worker("scorer-worker", env, logs)]
     gen, gen_url = start_api("generator-api", env, logs)
     scorer, scorer_url = start_api("scorer-api", env, logs)
@@ -68,7 +65,8 @@ def test_torchrun_two_ranks_train_and_resume_exactly(stack, images, tmp_path):
     assert all(r["generated_fraction"] == 1.0 and r["fallbacks"] == 0 for r in steps)
     assert all(r["w_min"] < r["w_max"] and r["w_mean"] == pytest.approx(1.0, abs=1e-5) for r in steps)
     assert [r["epoch"] for r in _records(full) if "knn_top1" in r] == [0, 1]
-    assert httpx.get(f"{stack['generator_url']}/basis").json()["basis_id"] != "per-image"  # the trainer fitted it
+    for basis in (f"{stack['generator_url']}/basis", f"{stack['scorer_url']}/score/basis"):  # the trainer fitted both
+        assert httpx.get(basis).json()["basis_id"] != "per-image", basis
 
     probe = subprocess.run([sys.executable, "-m", "trainer.eval", "eval", "linear", "--checkpoint",
                             str(full / "checkpoint.pt"), "--train", str(images), "--val", str(images), "--epochs", "2",

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=1.0, help="γ of the quality softmax (Eq. 13)")
     p.add_argument("--global-weights", action="store_true", help="softmax over the global batch")
     p.add_argument("--fit-num", type=int, default=256,
-                   help="training images sampled to fit a missing generator (or local scorer) PCA basis")
+                   help="training images sampled to fit a missing PCA basis: the generator's (adaptive policy) and "
+                   "the scorer's (service or local), through the service or in this process")
     p.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -206,14 +208,12 @@ class Run:
             raise Refused(str(exc), 2) from None
         torch.manual_seed(args.seed)
         self.source = self._view_source()  # services and store checked before anything slow
-        self.quality = QualityScorer.service(args.scorer_url) if args.scorer_url else None
         try:
             self.images = shared_image_set(args.data)
+            self.quality = self._quality()
             self.knn_sets = self._knn_sets()
         except ValueError as exc:  # no images
             raise Refused(str(exc), 2) from None
-        if args.scorer == "local":
-            self.quality = self._local_quality()
         if isinstance(self.source, ServiceViewSource):
             self._fit_generator_basis()
         self.config = MethodConfig.from_dict(ckpt["method_config"]) if ckpt else method_config_of(args)
@@ -295,20 +295,25 @@ class Run:
         dist.barrier()
         self.source.check()  # every rank keys views on the basis now served
 
-    def _local_quality(self) -> QualityScorer:
-        """`--scorer local`: the scorer encoder in this process, with a basis fitted on the training data if none."""
+    def _quality(self) -> QualityScorer | None:
+        """The quality scorer (`--scorer-url` or `--scorer local`) with its PCA basis: rank 0 fits a missing one on a
+        sample of the training images (through the service, or in this process), the others then find it."""
         args = self.args
-        from genview.models.scorer_encoder import ScorerEncoder
+        fit = {"fit_num": args.fit_num, "seed": args.seed}
+        if args.scorer_url:
+            build = partial(QualityScorer.service, args.scorer_url, fit_paths=self.images.paths, **fit)
+        elif args.scorer == "local":
+            from genview.models.scorer_encoder import ScorerEncoder
 
-        settings = get_settings()
-        encoder = ScorerEncoder.load(settings.scorer_model, str(self.device), settings.model_cache)
-        store = ObjectStore.from_settings(settings)
-        if self.rank == 0:  # rank 0 fits a missing basis once; the others then read it from the store
-            scorer = QualityScorer.in_process(encoder, store, self.images.paths, args.fit_num, seed=args.seed)
+            settings = get_settings()
+            encoder = ScorerEncoder.load(settings.scorer_model, str(self.device), settings.model_cache)
+            build = partial(QualityScorer.in_process, encoder, ObjectStore.from_settings(settings), self.images.paths,
+                            **fit)
+        else:
+            return None
+        scorer = build() if self.rank == 0 else None
         dist.barrier()
-        if self.rank != 0:
-            scorer = QualityScorer.in_process(encoder, store, self.images.paths, args.fit_num, seed=args.seed)
-        return scorer
+        return build() if scorer is None else scorer
 
     def _lookahead(self) -> int:
         """Samples fetched beyond training: the batches the data loader holds in flight, plus `--lookahead`."""

@@ -11,9 +11,8 @@ import torch
 from genview.basis import PER_IMAGE, BasisCache, save_basis
 from genview.client import ScorerClient
 from genview.pca_fit import fit_basis, sample_paths
-from genview.schemas import BasisInfo
 from genview.store import ObjectStore
-from genview.training.views import SourceNotReady, ready_check
+from genview.training.views import SourceNotReady, fit_service_basis, ready_check
 
 if TYPE_CHECKING:  # the encoder stack (open_clip) loads only for --scorer local
     from genview.models.scorer_encoder import ScorerEncoder
@@ -39,13 +38,21 @@ class QualityScorer:
         self.client, self.local, self.basis = client, local, basis
 
     @classmethod
-    def service(cls, url: str, api_key: str | None = None) -> QualityScorer:
-        """Score through the scorer service at `url` (checked with `/readyz`: SourceNotReady if not ready)."""
+    def service(cls, url: str, api_key: str | None = None, fit_paths: Sequence[str] | None = None,
+                fit_num: int = 256, seed: int = 0) -> QualityScorer:
+        """Score through the scorer service at `url` (checked with `/readyz`: SourceNotReady if not ready).
+
+        Scores use the scorer's fitted global PCA basis, never a per-crop PCA unasked: when the service has none,
+        it is fitted through the service on `fit_num` images sampled (`seed`) from `fit_paths` (uploaded with
+        `POST /inputs`, then `POST /score/basis/fit`); without `fit_paths` that is a SourceNotReady."""
         client = ScorerClient(url, api_key=api_key)
         ready_check(client, "scorer", url)
-        if BasisInfo.model_validate(client.request("GET", "/score/basis").json()).basis_id == PER_IMAGE:
-            raise SourceNotReady(f"scorer at {url} has no fitted PCA basis: fit one (`genview fit-pca --encoder "
-                                 f"scorer` or POST /score/basis/fit), or use --scorer local, which fits it")
+        if client.basis().basis_id == PER_IMAGE:
+            if fit_paths is None:
+                raise SourceNotReady(f"scorer at {url} has no fitted PCA basis: fit one (`genview fit-pca --encoder "
+                                     f"scorer`, POST /score/basis/fit, or pass fit_paths), or use --scorer local, "
+                                     f"which fits it")
+            fit_service_basis(client, "scorer", url, fit_paths, fit_num, seed)
         return cls(client=client)
 
     @classmethod
