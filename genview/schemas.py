@@ -132,9 +132,8 @@ class ScoreResult(BaseModel):
 
 
 class BatchScoreResult(PairScores):
-    """`POST /score/batch`: the scores plus the weights w (Eq. 13) for `gamma`."""
+    """`POST /score/batch`: the scores plus the weights w (Eq. 13) for `gamma` (batches are never cached)."""
 
-    cached: bool = False
     model: str | None = MODEL_FIELD
     gamma: float
     w: list[float]
