@@ -79,8 +79,8 @@ def test_two_ranks_equal_one_process_with_the_whole_batch(tmp_path):
         got_losses, got_grads = ranks[method]
         torch.testing.assert_close(got_losses, per_sample, rtol=1e-5, atol=1e-5)
         assert len(got_grads) == len(grads) > 10
-        for got, want in zip(got_grads, grads):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        for got, want in zip(got_grads, grads):  # summation order differs across ranks: tolerance per tensor scale
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
     # shuffle-BN across ranks: rank r encodes the r-th share of a common permutation (BN over that share)
     target = build("mocov2").target.train()
     x = batch(2)[1]
