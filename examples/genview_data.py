@@ -26,7 +26,7 @@ def example_args(description: str) -> argparse.Namespace:
     parser.add_argument("--images", required=True, help="a folder of images (searched recursively)")
     parser.add_argument("--generator-url", default="http://localhost:8000")
     parser.add_argument("--scorer-url", default="http://localhost:8000", help="`genview serve` serves both")
-    parser.add_argument("--noise-level", default="auto", help="auto (needs a fitted basis), auto:per-image, …")
+    parser.add_argument("--noise-level", default="auto", help="auto (fits a missing basis first), auto:per-image, …")
     parser.add_argument("--steps", type=int, default=20, help="diffusion steps per view")
     parser.add_argument("--view-size", type=int, default=512, help="side of the generated views")
     parser.add_argument("--image-size", type=int, default=224, help="side of the training crops")
@@ -45,13 +45,16 @@ def genview_loader(args: argparse.Namespace) -> tuple[DataLoader, QualityScorer]
     source = ServiceViewSource(args.generator_url, parse_noise_policy(args.noise_level), steps=args.steps,
                                size=args.view_size, seed=0)
     source.check()
+    if source.needs_basis:  # `auto` and no fitted basis yet: fit it on these images through the service
+        source.fit_basis(paths, num=256)
+        source.check()
     cache = ViewCache(tempfile.mkdtemp(prefix="genview-views-"))
     prefetch = ViewPrefetcher(source, paths, cache, lookahead=len(paths))
     prefetch.start_epoch(range(len(paths)))  # every epoch reuses the same views: fetch each once, ahead
     prefetch.advance(len(paths))
     pairs = PairDataset(paths, crops_for(CropSpec(size=args.image_size)), source, cache)
     loader = DataLoader(pairs, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    return loader, QualityScorer.service(args.scorer_url)
+    return loader, QualityScorer.service(args.scorer_url, fit_paths=paths, fit_num=256)  # fits a missing basis
 
 
 def resnet18_backbone() -> nn.Module:

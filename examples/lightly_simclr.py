@@ -4,7 +4,6 @@ lightly's `NTXentLoss` returns the batch mean, which cannot be weighted per pair
 same loss per pair, so Eq. 14 is `weighted_loss(nt_xent(z0, z1, t), w)`.
 
     genview serve &                                   # generator + scorer on :8000
-    genview fit-pca --encoder scorer --images DIR     # the scorer's foreground basis (once)
     python examples/lightly_simclr.py --images DIR
 """
 

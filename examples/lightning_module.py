@@ -1,7 +1,6 @@
 """GenView in a Lightning `LightningModule`: the quality weights are computed in `training_step`.
 
     genview serve &                                   # generator + scorer on :8000
-    genview fit-pca --encoder scorer --images DIR     # the scorer's foreground basis (once)
     python examples/lightning_module.py --images DIR
 """
 

@@ -1,7 +1,6 @@
 """GenView in a plain PyTorch loop: SimCLR on GenView pairs with the quality-weighted loss (Eq. 14).
 
     genview serve &                                   # generator + scorer on :8000
-    genview fit-pca --encoder scorer --images DIR     # the scorer's foreground basis (once)
     python examples/plain_loop.py --images DIR
 """
 
