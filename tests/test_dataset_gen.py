@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 import torch
 from PIL import Image
 
@@ -23,10 +24,13 @@ pytestmark = pytest.mark.slow  # end-to-end: generator processes, generate-datas
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def generator(fresh_redis_url, model_cache, tmp_path):
-    """A generator API and two workers on a file store."""
-    env = service_env(model="tiny", device="cpu", model_cache=model_cache, redis_url=fresh_redis_url,
+@pytest.fixture(scope="module")
+def generator(redis_url, model_cache, tmp_path_factory):
+    """A generator API and two workers on a file store (Redis db 3), shared by the module's tests."""
+    tmp_path = tmp_path_factory.mktemp("dataset-gen")
+    module_redis = redis_url.rsplit("/", 1)[0] + "/3"
+    redis.Redis.from_url(module_redis).flushdb()
+    env = service_env(model="tiny", device="cpu", model_cache=model_cache, redis_url=module_redis,
                       store_url=f"file://{tmp_path / 'store'}", basis_refresh_s="0.2", max_batch_size="4")
     procs = [start_worker("generator-worker", env, tmp_path, "-1"), start_worker("generator-worker", env, tmp_path, "-2")]
     api, url = start_api("generator-api", env, tmp_path)
