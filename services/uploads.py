@@ -39,8 +39,13 @@ async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:
         raise ApiError(400, "undecodable_image", f"{field} could not be decoded ({type(exc).__name__})") from exc
 
 
+async def check_image(data: bytes, settings: Settings, field: str = "image") -> None:
+    """400/413/415 unless `data` is an image within the pixel limit that decodes safely."""
+    await image_work(validate_image, data, settings.max_pixels, field=field)
+
+
 async def accept_image(upload: UploadFile, settings: Settings, field: str = "image") -> tuple[bytes, str]:
     """(bytes, SHA-256) of an uploaded image that is within the upload and pixel limits and decodes safely."""
     data = await read_upload(upload, settings.max_upload_bytes, field)
-    await image_work(validate_image, data, settings.max_pixels, field=field)
+    await check_image(data, settings, field)
     return data, await anyio.to_thread.run_sync(sha256_hex, data)

@@ -3,6 +3,7 @@ tenants, cache truth, backpressure, readiness without leaks, cancel and dead let
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -107,7 +108,10 @@ def test_tenants_see_only_their_own_jobs_views_inputs_and_gallery(gen):
 def test_metrics_behind_their_own_key(gen):
     client, _, _ = gen
     assert client.get("/metrics", headers=A).status_code == 401
-    assert "genview_http_requests" in client.get("/metrics", headers={"X-API-Key": "scrape"}).text
+    client.get("/jobs/no-such-job", headers=A)
+    exported = client.get("/metrics", headers={"X-API-Key": "scrape"}).text
+    assert re.search(r'genview_http_requests_total\{route="/jobs/\{job_id\}",service="generator",status="404"\} [1-9]',
+                     exported), exported  # counted under the route template, with the answer's status
 
 
 def test_urls_come_from_the_public_base_url_never_from_host(tmp_path):

@@ -9,8 +9,8 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from genview.basis import PER_IMAGE, BasisCache, BasisRequired, require_basis
-from genview.method.noise import MAX_NOISE_LEVEL, parse_noise_policy
+from genview.basis import PER_IMAGE, BasisCache, BasisRequired, require_basis, uses_fitted_basis
+from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
 from genview.models.presets import encoder_id
 from genview.queue import DONE, FAILED, Job, JobQueue
 from genview.schemas import BasisInfo, FitBasisJob, GenerationParams, GenerationResult, JobDocument
@@ -26,7 +26,7 @@ from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fi
 from services.limits import FORM_OVERHEAD, single_valued_form
 from services.metrics import ServiceMetrics
 from services.tenancy import Ownership, TenantScopedStore
-from services.uploads import accept_image
+from services.uploads import check_image, read_upload
 from services.urls import Urls
 
 DESCRIPTION = "Adaptive Stable unCLIP views (GenView, Eq. 5–9), queue-backed and cached."
@@ -95,6 +95,20 @@ class GeneratorRoutes:
         self.store.delete(meta_key(sha, params))  # its views are gone: regenerate rather than serve dead URLs
         return None
 
+    def lookup(self, tenant: str, data: bytes, policy: NoisePolicy,
+               fields: dict) -> tuple[str, GenerationParams, dict | None]:
+        """(input hash, parameters, cached result or None) of a request, in one thread hop; on a hit the tenant
+        is recorded as an owner of the input."""
+        sha = sha256_hex(data)
+        basis = self.bases.fingerprint()
+        params = GenerationParams(model=self.settings.model, noise=policy.spec, basis=basis, **fields)
+        if uses_fitted_basis(policy) and basis == PER_IMAGE:
+            return sha, params, None  # answered 409 once the image is checked
+        result = self.fresh_result(sha, params)
+        if result is not None:
+            self.owners.record(tenant, sha)
+        return sha, params, result
+
     def submit(self, sha: str, params: GenerationParams) -> Job:
         """Queue (or join) the job of (input, params); a finished duplicate whose views vanished is redone."""
         dedup = f"{sha}:{params.hash}"
@@ -145,19 +159,21 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
             policy = parse_noise_policy(noise_level)
         except ValueError as exc:
             raise ApiError(422, "invalid_parameters", [{"field": "noise_level", "message": str(exc)}]) from exc
-        data, sha = await accept_image(image, settings)
-        basis = await anyio.to_thread.run_sync(r.bases.fingerprint)
+        data = await read_upload(image, settings.max_upload_bytes, "image")
+        fields = dict(num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt,
+                      size=size)
+        sha, params, cached = await anyio.to_thread.run_sync(r.lookup, tenant, data, policy, fields)
+        if cached is not None:  # these exact bytes were checked when they were first accepted
+            r.metrics.cache_hit()
+            doc = r.document(cache_job_id(sha, params), DONE, cached, cached=True)
+            return Response(doc.model_dump_json(), media_type="application/json")  # already valid: no re-check
+        await check_image(data, settings)
+        basis = params.basis
         try:
             require_basis(policy, basis != PER_IMAGE)
         except BasisRequired as exc:
             raise ApiError(409, "basis_required", str(exc)) from exc
-        params = GenerationParams(model=settings.model, noise=policy.spec, basis=basis, num_views=num_views,
-                                  seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
         await anyio.to_thread.run_sync(r.owners.record, tenant, sha)
-        cached = await anyio.to_thread.run_sync(r.fresh_result, sha, params)
-        if cached is not None:
-            r.metrics.cache_hit()
-            return r.document(cache_job_id(sha, params), DONE, cached, cached=True)
         await anyio.to_thread.run_sync(check_capacity, queue, settings)
         await anyio.to_thread.run_sync(store.put, input_key(sha), data)
         job = await anyio.to_thread.run_sync(r.submit, sha, params)
