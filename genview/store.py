@@ -7,6 +7,7 @@ import json
 import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -146,6 +147,16 @@ class ObjectStore:
         else:
             self.fs.pipe_file(path, bytes(data))
         return True
+
+    def put_many(self, objects: dict[str, bytes]) -> None:
+        """`put` several objects at once (their fsyncs or S3 requests overlap); all are written on return."""
+        if len(objects) < 2:
+            for key, data in objects.items():
+                self.put(key, data)
+            return
+        with ThreadPoolExecutor(min(8, len(objects)), thread_name_prefix="store-put") as pool:
+            for future in [pool.submit(self.put, key, data) for key, data in objects.items()]:
+                future.result()
 
     @staticmethod
     def _write_local(path: str, data: bytes, durable: bool = True) -> None:

@@ -54,6 +54,15 @@ def test_write_once_and_overwrite(store):
     assert store.get("inputs/x") == b"third"
 
 
+def test_put_many_writes_every_object_write_once_and_raises_on_a_bad_key(store):
+    objects = {f"views/many/{i}.png": bytes([i]) * (i + 1) for i in range(5)}
+    store.put("views/many/0.png", b"kept")
+    store.put_many(objects)
+    assert {k: store.get(k) for k in objects} == {**objects, "views/many/0.png": b"kept"}
+    with pytest.raises(InvalidKey):
+        store.put_many({"views/many/5.png": b"x", "../escape": b"y"})
+
+
 def test_exists_get_missing_and_delete(store):
     assert not store.exists("inputs/y")
     with pytest.raises(ObjectNotFound):

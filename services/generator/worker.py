@@ -203,14 +203,14 @@ class GeneratorWorker:
         """Write views, foreground map and result document (write-once: a rerun changes nothing)."""
         sha, params = request.sha, request.params
         fg_map = fg_map_key(sha, params)
-        self.store.put(fg_map, encode_fg_map(generated.fg_map))
-        views = []
+        objects = {fg_map: encode_fg_map(generated.fg_map)}
         for v, img in enumerate(generated.views):
-            key = view_key(sha, params.hash, v, self.encoding.ext)
-            self.store.put(key, self.encoding.encode(img))
-            views.append(ViewRef(key=key))
+            objects[view_key(sha, params.hash, v, self.encoding.ext)] = self.encoding.encode(img)
+        self.store.put_many(objects)  # the result document only once every object it names is stored
+        views = [ViewRef(key=key) for key in objects if key != fg_map]
         result = GenerationResult(fg_ratio=generated.fg_ratio, fg_basis=generated.fg_basis, basis_id=params.basis,
                                   noise_level=generated.level, noise_policy=params.noise, seed=params.seed,
                                   size=params.size, views=views, fg_map=fg_map)
-        self.store.put(meta_key(sha, params), result.model_dump_json().encode())
-        return self._stored_result(sha, params)
+        if self.store.put(meta_key(sha, params), result.model_dump_json().encode()):
+            return result.model_dump()
+        return self._stored_result(sha, params)  # an earlier delivery wrote it first: its document stands
