@@ -2,7 +2,9 @@
 
 GenView: views pre-generated in the generator's store (a first pass puts them there), fetched through the
 prefetcher, quality weights from the local tiny scorer. Plain: both views from the original, no weights.
-Step rate counts everything the training loop waits for (data, scoring) plus the step itself.
+Live: a first epoch whose every view is generated while it trains (`--live-steps` denoising steps each, fresh
+seeds), as a run without pre-generated views sees it. Step rate counts everything the training loop waits for
+(data, scoring) plus the step itself.
 
     python -m bench.trainer_overhead --out bench/results/trainer_overhead_cpu.json
 """
@@ -47,6 +49,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--live-steps", type=int, nargs="+", default=[2, 20], help="generator steps of live epochs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genview-trainer-bench-"))
@@ -61,6 +64,8 @@ def main() -> None:
               "--workers", "1", "--device", "cpu"]
     genview = ["--generator-url", url, "--gen-steps", "2", "--gen-size", "96"]
     try:
+        live = {steps: train(work / f"live-{steps}", env, *common, *genview, "--no-quality", "--epochs", "1",
+                             "--gen-steps", str(steps), "--gen-seed", str(steps)) for steps in args.live_steps}
         train(work / "pregenerate", env, *common, *genview, "--no-quality", "--epochs", "1")
         plain = train(work / "plain", env, *common, "--no-quality")
         framework = train(work / "framework", env, *common, *genview, "--no-quality")
@@ -71,7 +76,9 @@ def main() -> None:
               "setup": f"simclr resnet18 {args.image_size}px, batch {args.batch_size}, {args.images} images, "
                        f"{args.epochs} epochs, 1 loader worker",
               "plain": summary(plain), "genview_no_quality": summary(framework), "genview_local_scorer": summary(full)}
-    for key in ("genview_no_quality", "genview_local_scorer"):
+    for steps, records in live.items():
+        result[f"live_first_epoch_{steps}_steps"] = summary(records)
+    for key in ("genview_no_quality", "genview_local_scorer", *(f"live_first_epoch_{s}_steps" for s in live)):
         result[f"{key}_overhead"] = result["plain"]["steps_per_s"] / result[key]["steps_per_s"] - 1
     emit(result, args.out)
 
