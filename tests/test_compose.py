@@ -245,15 +245,20 @@ def test_minio_init_gives_the_services_a_bucket_scoped_user_and_expires_inputs(c
     actions = {a for statement in policy["Statement"] for a in statement["Action"]}
     assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
     assert not any(a.startswith("admin:") or a == "s3:*" for a in actions)
-    (rule,) = json.loads(calls[5]["stdin"])["Rules"]
     store_prefix = urlsplit(env["STORE_URL"]).path.strip("/")
-    assert rule["Filter"]["Prefix"] == f"{store_prefix}/inputs/" and rule["Expiration"]["Days"] == 30
-    assert rule["Status"] == "Enabled"
 
+    def expiry(calls: list[dict]) -> dict[str, int]:
+        """Days to expiry by prefix, from the lifecycle document imported last (it replaces any earlier one)."""
+        assert " ".join(calls[-1]["args"][:3]) == "ilm import local/genview"
+        rules = json.loads(calls[-1]["stdin"])["Rules"]
+        assert all(r["Status"] == "Enabled" for r in rules)
+        return {r["Filter"]["Prefix"].removeprefix(f"{store_prefix}/"): r["Expiration"]["Days"] for r in rules}
+
+    assert expiry(calls) == {"inputs/": 30, "score-bodies/": 1}  # bodies a crashed scorer worker left behind
     kept = run_minio_init(load_compose({**SECRETS, "GENVIEW_INPUT_TTL_DAYS": "0"}), tmp_path)
-    assert [c["args"][:3] for c in kept][-1] == ["ilm", "rule", "rm"]  # 0 keeps inputs forever
+    assert expiry(kept) == {"score-bodies/": 1}  # 0 keeps inputs forever
     week = run_minio_init(load_compose({**SECRETS, "GENVIEW_INPUT_TTL_DAYS": "7"}), tmp_path)
-    assert json.loads(week[-1]["stdin"])["Rules"][0]["Expiration"]["Days"] == 7
+    assert expiry(week) == {"inputs/": 7, "score-bodies/": 1}
 
 
 def test_secure_defaults_bind_pin_and_build():
