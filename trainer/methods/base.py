@@ -47,12 +47,11 @@ class SSLMethod(nn.Module):
         """The crops the data pipeline must produce per sample."""
         return self.config.crops
 
-    def forward(self, crops: list[Tensor] | Tensor, *more: Tensor) -> Tensor:
-        # forward(x1, x2) is accepted too while trainer/run.py still calls it that way
-        views = [crops, *more] if isinstance(crops, Tensor) else list(crops)
-        if len(views) not in (2, self.crop_spec.crops):  # local crops are optional
-            raise ValueError(f"{self.config.method} expects {self.crop_spec.crops} crops, got {len(views)}")
-        return self.loss(views).float()
+    def forward(self, crops: list[Tensor]) -> Tensor:
+        """Per-sample loss [B] (fp32: the losses run in fp32 under autocast) of the global and local crops."""
+        if len(crops) not in (2, self.crop_spec.crops):  # local crops are optional
+            raise ValueError(f"{self.config.method} expects {self.crop_spec.crops} crops, got {len(crops)}")
+        return self.loss(list(crops))
 
     def loss(self, crops: list[Tensor]) -> Tensor:
         """Per-sample loss [B] of the method."""
