@@ -79,15 +79,15 @@ class GeneratorRoutes:
         headers = None if done else {"Location": self.urls.path(f"/jobs/{job.job_id}")}
         return JSONResponse(body.model_dump(mode="json"), status_code=200 if done else 202, headers=headers)
 
-    def views_exist(self, result: dict) -> bool:
+    def views_exist(self, result: GenerationResult | dict) -> bool:
         """Cache truth: a result is only served while its views and foreground map are still stored."""
         res = GenerationResult.model_validate(result)
         return all(self.store.exists(k) for k in [*(v.key for v in res.views), res.fg_map])
 
-    def fresh_result(self, sha: str, params: GenerationParams) -> dict | None:
+    def fresh_result(self, sha: str, params: GenerationParams) -> GenerationResult | None:
         """The stored result of (input, params) if all its objects exist; a stale one is removed."""
         try:
-            result = GenerationResult.model_validate_json(self.store.get(meta_key(sha, params))).model_dump()
+            result = GenerationResult.model_validate_json(self.store.get(meta_key(sha, params)))
         except ObjectNotFound:
             return None
         if self.views_exist(result):
@@ -96,7 +96,7 @@ class GeneratorRoutes:
         return None
 
     def lookup(self, tenant: str, data: bytes, policy: NoisePolicy,
-               fields: dict) -> tuple[str, GenerationParams, dict | None]:
+               fields: dict) -> tuple[str, GenerationParams, GenerationResult | None]:
         """(input hash, parameters, cached result or None) of a request, in one thread hop; on a hit the tenant
         is recorded as an owner of the input."""
         sha = sha256_hex(data)
