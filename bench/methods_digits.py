@@ -27,18 +27,19 @@ from trainer.methods import METHODS, build_method, method_config
 from trainer.optim import build_optimizer, build_schedule
 
 # The recipes are tuned for ImageNet (5,005 steps per epoch at batch 256); digits gives 14 steps per epoch at
-# batch 128, and this CPU ~20 s per step. Per method: MethodConfig options for ~30 steps, why, and epochs.
+# batch 128. Per method: MethodConfig options for ~100 steps, why, and the epochs (5-11 min each measured on
+# a 2-core VM shared with other jobs).
 EMA = "EMA momentum is per step: m=0.9 gives a 10-step time constant, the recipe's would leave the target near init"
 SMALL_SCALE: dict[str, dict] = {
-    "mocov2": {"options": {"momentum": 0.9, "queue_size": 256}, "epochs": 2,
+    "mocov2": {"options": {"momentum": 0.9, "queue_size": 256}, "epochs": 8,
                "why": EMA + " (m=0.999: 1,000 steps); 256 keys = 2 steps, not 65,536 > the 1,797 images"},
-    "mocov3": {"options": {"momentum": 0.9}, "epochs": 2, "why": EMA + " (m=0.99 rising to 1)"},
-    "byol": {"options": {"momentum": 0.9}, "epochs": 2, "why": EMA + " (m=0.996 rising to 1)"},
-    "simsiam": {"options": {}, "epochs": 2, "why": "recipe as is"},
-    "swav": {"options": {"prototypes": 30, "freeze_prototypes_iters": 14, "swav_queue_length": 0}, "epochs": 2,
+    "mocov3": {"options": {"momentum": 0.9}, "epochs": 8, "why": EMA + " (m=0.99 rising to 1)"},
+    "byol": {"options": {"momentum": 0.9}, "epochs": 8, "why": EMA + " (m=0.996 rising to 1)"},
+    "simsiam": {"options": {}, "epochs": 8, "why": "recipe as is"},
+    "swav": {"options": {"prototypes": 30, "freeze_prototypes_iters": 14, "swav_queue_length": 0}, "epochs": 8,
              "why": "30 prototypes for 10 classes, not 3,000; frozen one epoch (ImageNet: 5,005 steps, here 14); "
                     "no queue (the recipe starts it at epoch 15)"},
-    "simclr": {"options": {}, "epochs": 2, "why": "recipe as is"},
+    "simclr": {"options": {}, "epochs": 8, "why": "recipe as is"},
 }
 
 
@@ -63,6 +64,16 @@ def knn_top1(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, k
     return round(float((votes.argmax(1) == labels).float().mean()), 4)
 
 
+@torch.no_grad()
+def mean_cosine(net: torch.nn.Module, images: torch.Tensor) -> float:
+    """Mean cosine between the embeddings of different images (1: collapsed to one direction)."""
+    net.eval()
+    feats = F.normalize(torch.cat([net(normalise(b)) for b in images.split(256)]), dim=1)
+    net.train()
+    n = len(feats)
+    return round(float(((feats.sum(0) ** 2).sum() - n) / (n * (n - 1))), 4)
+
+
 def train(method: str, options: dict, epochs: int, images: torch.Tensor, labels: torch.Tensor,
           args: argparse.Namespace) -> dict:
     """Train one method from seed 0; kNN top-1 of its backbone before and after, loss per epoch."""
@@ -74,7 +85,7 @@ def train(method: str, options: dict, epochs: int, images: torch.Tensor, labels:
     optimizer = build_optimizer(model, config, args.lr, args.batch_size)
     schedule = build_schedule(optimizer, min(config.warmup_epochs, epochs / 10) * steps, epochs * steps,
                               config.final_lr_ratio)
-    before = knn_top1(model.backbone, images, labels)
+    before, cosine_before = knn_top1(model.backbone, images, labels), mean_cosine(model.online, images)
     init = torch.nn.utils.parameters_to_vector(model.online.parameters()).detach().clone()
     start, epoch_losses, init_share = time.perf_counter(), [], 1.0
     for epoch in range(epochs):
@@ -99,15 +110,18 @@ def train(method: str, options: dict, epochs: int, images: torch.Tensor, labels:
     after = knn_top1(model.backbone, images, labels)
     result = {"options": options, "epochs": epochs, "steps": steps * epochs, "lr": args.lr or config.base_lr,
               "minutes": minutes, "knn_top1_random_init": before, "knn_top1_after": after,
-              "delta": round(after - before, 4), "loss_per_epoch": epoch_losses}
+              "delta": round(after - before, 4), "loss_per_epoch": epoch_losses,
+              "embedding_mean_cosine_random_init": cosine_before,
+              "embedding_mean_cosine_after": mean_cosine(model.online, images)}
     if hasattr(model, "target"):  # how far the EMA target followed the online encoder from their common start
         online = torch.nn.utils.parameters_to_vector(model.online.parameters()).detach()
         target = torch.nn.utils.parameters_to_vector(model.target.parameters()).detach()
         result["target_moved_over_online_moved"] = round(float((target - init).norm() / (online - init).norm()), 4)
         result["target_share_of_random_init"] = round(init_share, 4)
         result["target_knn_top1_after"] = knn_top1(model.target.net, images, labels)
-    if config.method == "mocov2":
-        result["infonce_floor_ln_k_plus_1"] = round(math.log(config.queue_size + 1), 4)
+    if config.method in ("mocov2", "swav"):  # the loss when logits (MoCo v2) or prototype scores (SwAV) are all equal
+        result["loss_without_information"] = round(math.log(
+            config.queue_size + 1 if config.method == "mocov2" else config.prototypes), 4)
     print(f"{method}: kNN top-1 {before} -> {after} in {minutes} min", flush=True)
     return result
 
