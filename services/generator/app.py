@@ -168,9 +168,8 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
             doc = r.document(cache_job_id(sha, params), DONE, cached, cached=True)
             return Response(doc.model_dump_json(), media_type="application/json")  # already valid: no re-check
         await check_image(data, settings)
-        basis = params.basis
         try:
-            require_basis(policy, basis != PER_IMAGE)
+            require_basis(policy, params.basis != PER_IMAGE)
         except BasisRequired as exc:
             raise ApiError(409, "basis_required", str(exc)) from exc
         await anyio.to_thread.run_sync(r.owners.record, tenant, sha)
