@@ -136,11 +136,12 @@ def test_a_cached_answer_whose_views_are_gone_is_resubmitted(tmp_path):
     first = _post(client, image, headers={}).json()["job_id"]
     delivery = queue.claim("t", 1, 0)[0]
     queue.complete(delivery, _finish(store, sha256_hex(image), delivery.payload).model_dump())
-    assert _post(client, image, headers={}).json()["cached"] is True
-    store.delete(_post(client, image, headers={}).json()["views"][0]["key"])
+    cached = _post(client, image, headers={}).json()
+    assert cached["cached"] is True and client.get(f"/jobs/{cached['job_id']}").status_code == 200
+    store.delete(cached["views"][0]["key"])
+    assert client.get(f"/jobs/{cached['job_id']}").status_code == 404  # the cached id no longer answers done
     again = _post(client, image, headers={})
     assert again.status_code == 202 and again.json()["job_id"] != first  # a new job, not the dead URLs
-    assert client.get(f"/jobs/{sha256_hex(image)}.{again.json()['job_id'][:0]}").status_code == 404
 
 
 def test_backpressure_answers_429_with_retry_after(tmp_path):

@@ -140,7 +140,8 @@ def test_key_builders():
 def test_params_hash():
     a = params_hash({"seed": 1, "steps": 20, "prompt": "é", "noise": {"level": "auto", "x": 1}})
     b = params_hash({"noise": {"x": 1, "level": "auto"}, "prompt": "é", "steps": 20, "seed": 1})
-    assert a == b and len(a) == 32 and int(a, 16) >= 0
+    canonical = '{"noise":{"level":"auto","x":1},"prompt":"é","seed":1,"steps":20}'  # sorted, compact, UTF-8
+    assert a == b == sha256_hex(canonical.encode("utf-8"))[:32]
     changed = {"seed": 2, "steps": 20, "prompt": "é", "noise": {"level": "auto", "x": 1}}
     assert params_hash(changed) != a
     assert sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
