@@ -95,6 +95,9 @@ def test_prefetcher_fills_the_cache_along_the_order_within_the_lookahead(images,
     assert cache.wait(key) == b"view0"
     prefetcher.start_epoch([0, 1])  # cached views are not fetched again
     prefetcher.advance(2)
+    prefetcher.thread.join(10)  # the walk has passed both positions
+    assert not prefetcher.thread.is_alive()
+    prefetcher.pool.shutdown(wait=True)  # and every fetch it submitted has run
     prefetcher.close()
     assert len(source.fetched) == 6
 
