@@ -13,6 +13,7 @@ from genview.queue import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, MemoryJobQu
 from genview.settings import Settings
 
 VISIBILITY_S = 0.3
+TICK_S = 0.01  # clock granularity in lower bounds (Redis counts idle time in whole milliseconds)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -90,12 +91,21 @@ def test_two_consumers_never_share_a_job(queue):
     assert not {d.job_id for d in a} & {d.job_id for d in b}
 
 
+def _claim_when_due(queue, consumer: str, deadline_s: float = 10.0):
+    """The first delivery `consumer` gets, polling until one comes (a condition wait, not a fixed sleep)."""
+    deadline = time.monotonic() + deadline_s
+    while not (got := queue.claim(consumer, count=1, block_ms=50)):
+        assert time.monotonic() < deadline, "nothing was delivered in time"
+    [delivery] = got
+    return delivery
+
+
 def test_visibility_timeout_reclaims(queue):
     job_id, _ = queue.submit({"x": 1})
+    claimed_at = time.monotonic()
     [lost] = queue.claim("a", count=1, block_ms=100)  # consumer A dies without acking
-    assert queue.claim("b", count=1, block_ms=50) == []
-    time.sleep(VISIBILITY_S + 0.1)
-    [d] = queue.claim("b", count=1, block_ms=100)
+    d = _claim_when_due(queue, "b")
+    assert time.monotonic() - claimed_at >= VISIBILITY_S - TICK_S  # not handed over before the lease ran out
     assert (d.job_id, d.deliveries) == (job_id, 2)
     queue.complete(d, {"by": "b"})
     assert queue.get(job_id).status == DONE
@@ -230,12 +240,12 @@ def test_open_queue(fresh_redis_url):
 def test_extend_keeps_the_lease_and_never_steals_a_reclaimed_job(queue):
     job_id, _ = queue.submit({"x": 1})
     [held] = queue.claim("a", count=1, block_ms=100)
-    for _ in range(4):  # 4 × VISIBILITY_S / 2: well past the timeout, but extended all along
-        time.sleep(VISIBILITY_S / 2)
+    for _ in range(4):  # at least 4 × VISIBILITY_S / 2 (well past the timeout), extended all along
+        time.sleep(VISIBILITY_S / 2)  # pacing: time has to pass; nobody else claims meanwhile
+        extended_at = time.monotonic()
         assert queue.extend([held]) == 1
-        assert queue.claim("b", count=1, block_ms=0) == []
-    time.sleep(VISIBILITY_S + 0.1)  # the holder stops extending (it died): the job is reclaimed
-    [taken] = queue.claim("b", count=1, block_ms=100)
+    taken = _claim_when_due(queue, "b")  # the holder stops extending (it died): the job is reclaimed ...
+    assert time.monotonic() - extended_at >= VISIBILITY_S - TICK_S  # ... a timeout after the last extension
     assert taken.deliveries == 2
     assert queue.extend([held]) == 0  # the old holder's heartbeat does not take it back
     time.sleep(VISIBILITY_S + 0.1)
@@ -257,13 +267,12 @@ def test_failed_job_waits_out_its_backoff(make_queue):
     failed_at = time.monotonic()
     assert queue.fail(d, "transient") is False
     assert queue.depth() == 1 and queue.get(job_id).status == QUEUED
-    assert queue.claim("w", count=1, block_ms=0) == []  # not before the backoff is over
-    [d] = queue.claim("w", count=1, block_ms=3000)
-    assert d.deliveries == 2 and 0.4 <= time.monotonic() - failed_at < 1.6
-    queue.fail(d, "transient")
+    d = _claim_when_due(queue, "w")
+    assert d.deliveries == 2 and time.monotonic() - failed_at >= 0.4 - TICK_S  # not before the backoff is over
     failed_at = time.monotonic()
-    [d] = queue.claim("w", count=1, block_ms=3000)  # second failure: twice as long
-    assert d.deliveries == 3 and 0.8 <= time.monotonic() - failed_at < 2.4
+    queue.fail(d, "transient")
+    d = _claim_when_due(queue, "w")  # second failure: twice as long (the exact delays: retry_delay_s, above)
+    assert d.deliveries == 3 and time.monotonic() - failed_at >= 0.8 - TICK_S
     queue.complete(d, {"ok": 1})
     assert queue.depth() == 0
 
