@@ -16,6 +16,7 @@ from harness.images import png_bytes
 from harness.ports import free_port
 from trainer import run as trainer_run
 from trainer.checkpoint import RunFolder
+from trainer.config import parse_args
 
 TINY = ["--method", "simclr", "--arch", "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0",
         "--seed", "3", "--device", "cpu", "--knn-every", "0"]
@@ -190,14 +191,14 @@ def test_knn_monitor_on_val_data_with_a_bounded_bank(images, tmp_path):
 
 def test_method_options_override_the_recipe_and_unknown_keys_are_refused(images, tmp_path, capsys):
     base = ["--data", str(images), "--out", str(tmp_path / "run"), "--method", "mocov2", "--arch", "resnet18"]
-    args = trainer_run.parse_args([*base, "--method-option", "temperature=0.3", "--method-option", "genview_slot=key",
+    args = parse_args([*base, "--method-option", "temperature=0.3", "--method-option", "genview_slot=key",
                                    "--method-option", "temperature=0.5", "--queue-size", "64"])
-    config = trainer_run.method_config_of(args)
+    config = args.method_config()
     assert (config.temperature, config.genview_slot, config.queue_size) == (0.5, "key", 64)  # the later one wins
     assert config.optimizer == "sgd" and config.sync_bn is False  # the rest is MoCo v2's recipe
     for option, message in [("nonsense=1", "nonsense: Extra inputs are not permitted"),
                             ("temperature", "'temperature' is not KEY=VALUE"),
                             ("genview_slot=sideways", "genview_slot: Input should be 'key', 'query' or 'random'")]:
         with pytest.raises(SystemExit) as exc:
-            trainer_run.parse_args([*base, "--method-option", option])
+            parse_args([*base, "--method-option", option])
         assert exc.value.code == 2 and message in capsys.readouterr().err

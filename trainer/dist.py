@@ -32,6 +32,12 @@ def setup(device: str) -> torch.device:
     return torch.device("cpu")
 
 
+def teardown() -> None:
+    """Leave the torchrun group (nothing in a single process)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 @torch.no_grad()
 def gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate a tensor from every rank along dim 0 (no gradient)."""
