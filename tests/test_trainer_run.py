@@ -179,6 +179,36 @@ def test_views_shards_train_one_epoch_from_the_shards(images, tmp_path, caplog):
     assert f"1 rank(s) × batch 8 on cpu, fp32, store {get_settings().store_url}" in caplog.text
 
 
+def _shard_args(images: Path, tmp_path: Path) -> list[str]:
+    from tests.test_shards import write
+
+    shards = write(tmp_path, shards=2, per_shard=8)
+    return ["--data", str(images), "--views-shards", shards.url, "--no-quality", *TINY, "--epochs", "1"]
+
+
+@pytest.mark.slow
+def test_views_shards_pick_loader_workers_that_hold_a_batch(images, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="genview.trainer")
+    out = tmp_path / "run"
+    assert _main(*_shard_args(images, tmp_path), "--out", str(out), "--workers", "4") == 0  # over TINY's 0
+    assert "--workers 4 -> 2: 2 shards split over 1 rank(s) x 4 loader workers" in caplog.text
+    assert len(_steps((out / "metrics.jsonl").read_text())) == 2
+
+
+def test_views_shards_too_small_for_one_batch_are_refused_with_the_numbers(images, tmp_path, capsys):
+    assert _main(*_shard_args(images, tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "32") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "trainer: 2 shards over 1 rank(s) x 1 loader worker give a rank 16 images (its 2 smallest shards), fewer "
+        "than one batch of 32: lower --batch-size (global 32) or write more images")
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_at_once(images, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "run"
+    assert _main("--data", str(images), "--out", str(out), "--no-quality", *TINY) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"trainer: --out {out} is not writable: Not a directory"
+
+
 def test_knn_monitor_on_val_data_with_a_bounded_bank(images, tmp_path):
     out = tmp_path / "run"
     assert _main("--data", str(images), "--out", str(out), "--no-quality", *TINY, "--epochs", "1", "--knn-every", "1",

@@ -20,7 +20,7 @@ from trainer.config import RunConfig
 from trainer.data import ImageSet
 from trainer.methods import MethodConfig, SSLMethod, build_method
 from trainer.optim import build_optimizer, build_schedule
-from trainer.preflight import Placement, check_batches
+from trainer.preflight import Placement, check_batches, shard_workers
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class PairData:
     sampler: DistributedSampler | None  # None: shards split themselves by rank and loader worker
     prefetcher: ViewPrefetcher | None
     steps_per_epoch: int
+    workers: int  # data loader processes (for shards: as many as hold a batch each)
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,14 @@ def pair_data(place: Placement, images: ImageSet, source: ViewSource | None, met
 
         dataset = ShardViewSource(config.views_shards, crops, config.genview_prob, config.seed,
                                   loader_workers=config.workers, batch_size=place.batch, data_root=config.data)
-        return PairData(dataset, None, None, _steps(len(dataset), place.batch))
+        dataset.loader_workers = shard_workers(dataset, place.world, config.workers, place.batch)
+        return PairData(dataset, None, None, _steps(len(dataset), place.batch), dataset.loader_workers)
     cache = ViewCache(place.folder.local / "view-cache", scope=str(place.rank)) if source else None
     dataset = PairDataset(images.paths, crops, source, cache, config.genview_prob, config.seed)
     sampler = DistributedSampler(dataset, place.world, place.rank, shuffle=True, seed=config.seed, drop_last=True)
     prefetcher = (ViewPrefetcher(source, images.paths, cache, _lookahead(config, place.batch),
                                  config.prefetch_concurrency, config.on_missing_view) if source else None)
-    return PairData(dataset, sampler, prefetcher, _steps(len(sampler), place.batch))
+    return PairData(dataset, sampler, prefetcher, _steps(len(sampler), place.batch), config.workers)
 
 
 def _steps(per_rank: int, batch: int) -> int:

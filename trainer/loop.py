@@ -126,7 +126,8 @@ class Trainer:
             loss = self.train_epoch(epoch, samples)
             record = {"epoch": epoch, "step": self.progress.step, "epoch_loss": loss}
             if self.knn and self.knn.due(epoch):
-                record.update(self.knn.measure(self.model.method.backbone, self.place.device, self.method_config.image_size))
+                record.update(self.knn.measure(self.model.method.backbone, self.place.device,
+                                               self.method_config.image_size))
             self.progress.sum_views_over_ranks(self.place.rank)
             record["checkpoint"] = self.save(epoch) if self.place.rank == 0 else None
             self.log.epoch_end(record, self.config.epochs, self.progress.views_fell_back,
@@ -165,7 +166,7 @@ class Trainer:
         if data.prefetcher is not None:
             data.prefetcher.start_epoch(list(data.sampler))
         return DataLoader(data.dataset, batch_size=self.place.batch, sampler=data.sampler, drop_last=True,
-                          num_workers=self.config.workers, pin_memory=self.place.device.type == "cuda",
+                          num_workers=data.workers, pin_memory=self.place.device.type == "cuda",
                           persistent_workers=False)
 
     def train_epoch(self, epoch: int, samples: EpochSamples) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,6 +14,9 @@ from trainer import dist
 from trainer.checkpoint import RunFolder
 from trainer.config import RunConfig
 from trainer.precision import Precision, PrecisionUnsupported, default_precision
+
+if TYPE_CHECKING:
+    from genview.training.shards import ShardViewSource
 
 log = logging.getLogger("genview.trainer")
 
@@ -86,3 +90,22 @@ def check_batches(per_rank: int, batch: int) -> None:
     """Each rank's share of the data gives at least one batch."""
     if per_rank < batch:
         raise Refused(f"{per_rank} images per rank give fewer than one batch of {batch}", 2)
+
+
+def shard_workers(shards: ShardViewSource, world: int, workers: int, batch: int) -> int:
+    """Loader workers per rank for --views-shards: the most, up to --workers, with which every (rank, worker) slot
+    holds at least one batch (each slot reads whole shards); refused with the numbers when one worker cannot."""
+    for candidate in range(max(1, workers), 0, -1):
+        if len(shards.urls) >= world * candidate and shards.per_slot(world, candidate) >= batch:
+            if candidate < workers:
+                log.warning("--workers %d -> %d: %d shards split over %d rank(s) x %d loader workers would give "
+                            "a worker fewer than one batch of %d", workers, candidate, len(shards.urls), world,
+                            workers, batch)
+            return candidate if workers else 0
+    if len(shards.urls) < world:
+        raise Refused(f"{len(shards.urls)} shards cannot feed {world} ranks: each rank reads whole shards, so "
+                      f"write at least {world} shards (--images-per-shard)", 2)
+    least = sum(sorted(shards.counts.values())[:len(shards.urls) // world])
+    raise Refused(f"{len(shards.urls)} shards over {world} rank(s) x 1 loader worker give a rank {least} images "
+                  f"(its {len(shards.urls) // world} smallest shards), fewer than one batch of {batch}: lower "
+                  f"--batch-size (global {batch * world}) or write more images", 2)
