@@ -102,6 +102,15 @@ def _start_trainer(stack, images, out: Path, *extra: str) -> Proc:
     return Proc(args, service_env(device="cpu"), out.with_suffix(".log"))
 
 
+def _wait_for_output(trainer: Proc, text: str, timeout: float = 120) -> None:
+    """Until the running trainer has written `text` (a condition wait, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while text not in trainer.tail(100_000):
+        assert trainer.popen.poll() is None, f"the trainer exited without {text!r}:\n{trainer.tail()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{trainer.tail()}"
+        time.sleep(0.05)
+
+
 def _output_when_done(trainer: Proc) -> str:
     """The trainer's output once it exited with status 0 (within 300 s)."""
     code = trainer.popen.wait(300)
@@ -116,10 +125,9 @@ def test_generator_outage_wait_recovers_and_fallback_counts(stack, images, tmp_p
     out = tmp_path / "wait"
     trainer = _start_trainer(stack, images, out, "--on-missing-view", "wait")
     _kill_generator_when_training_starts(stack, out, trainer)
-    time.sleep(3)
+    _wait_for_output(trainer, "unavailable, retrying")  # it waits for the generator instead of failing ...
     stack["generator"], _ = start_api("generator-api", stack["env"], stack["logs"], port=port)
-    output = _output_when_done(trainer)
-    assert "retrying" in output  # it did wait for the generator
+    _output_when_done(trainer)  # ... and finishes once it is back
     steps = [r for r in _records(out) if "loss" in r]
     assert len(steps) == 4 and all(r["fallbacks"] == 0 and r["generated_fraction"] == 1.0 for r in steps)
 
