@@ -5,10 +5,10 @@ to 512². Groups, in this order (`--only` picks groups or single runs by name):
   baseline  official loop (one call per image), plain batched diffusers, the worker through its loop (eager, fp16);
   compiled  the worker and plain diffusers on one compiled UNet with the exact levers (fused q/k/v, channels-last,
             torch.compile default mode, batches padded: what GENVIEW_COMPILE=true runs);
-  alone     each lever on the eager worker: bf16, fused q/k/v, channels-last, batches 32/48, FP8 (torchao);
-  stacked   the compiled exact levers at a larger batch;
   scorer    PairScorer in-process (eager and compiled) and `/score/batch` through `genview serve`;
-  autotune  the stack with torch.compile max-autotune (CUDA graphs on the padded shapes), then bf16, then FP8.
+  stacked   the compiled exact levers at a larger batch, then with bf16 and FP8 (torchao) on top;
+  alone     each lever on the eager worker: bf16, fused q/k/v, channels-last, batches 32/48, FP8;
+  autotune  the stacks with torch.compile max-autotune (CUDA graphs on the padded shapes): long compiles, last.
 Each worker run records images/s, GPU-idle share, peak memory, achieved TFLOP/s and its fraction of the device's
 peak (FLOPs counted with torch.utils.flop_counter), ImageNet-1K GPU-hours at that rate, and its views against the
 fp16 eager reference on the same inputs and seeds. Results are written after every step (a timeout keeps them);
@@ -38,9 +38,9 @@ from bench.gpu_scorer import scorer_runs
 from genview.models.acceleration import Acceleration
 from genview.models.unclip import UnclipGenerator
 
-GROUPS = ("baseline", "compiled", "alone", "stacked", "scorer", "autotune")
+GROUPS = ("baseline", "compiled", "scorer", "stacked", "alone", "autotune")
 IMAGENET_IMAGES = 1_281_167
-COST_S = {"eager": 20.0, "compile": 100.0, "max-autotune": 300.0}  # rough H200 cost of one step, for the budget
+COST_S = {"eager": 20.0, "compile": 100.0, "max-autotune": 300.0, "scorer": 90.0}  # rough H200 s a step, for the budget
 
 
 @dataclass(frozen=True)
@@ -59,19 +59,20 @@ class Lever:
 
 
 def levers(batch: int, big_batches: list[int], stack_batch: int) -> list[Lever]:
-    """The worker configurations after the baselines, in the order they run (cheapest and most telling first)."""
+    """The worker configurations after the eager baselines (they run group by group, in GROUPS' order)."""
     plain = Acceleration.off()
     exact = replace(plain, fuse_qkv=True, channels_last=True, compile=True)  # what GENVIEW_COMPILE=true runs
     autotune = replace(exact, compile_mode="max-autotune")
     return [Lever("worker_compiled", "compiled", exact, batch),
+            Lever(f"exact_compiled_batch{stack_batch}", "stacked", exact, stack_batch),
+            Lever(f"exact_compiled_bf16_fp8_batch{stack_batch}", "stacked", replace(exact, dtype="bf16", fp8=True),
+                  stack_batch),
             Lever("bf16", "alone", replace(plain, dtype="bf16"), batch),
             Lever("fuse_qkv", "alone", replace(plain, fuse_qkv=True), batch),
             Lever("channels_last", "alone", replace(plain, channels_last=True), batch),
             *[Lever(f"batch{b}", "alone", plain, b) for b in big_batches],
             Lever("fp8", "alone", replace(plain, fp8=True), batch),
-            Lever(f"exact_compiled_batch{stack_batch}", "stacked", exact, stack_batch),
             Lever(f"exact_autotune_batch{stack_batch}", "autotune", autotune, stack_batch),
-            Lever(f"exact_autotune_bf16_batch{stack_batch}", "autotune", replace(autotune, dtype="bf16"), stack_batch),
             Lever(f"exact_autotune_bf16_fp8_batch{stack_batch}", "autotune",
                   replace(autotune, dtype="bf16", fp8=True), stack_batch)]
 
@@ -123,10 +124,17 @@ class Suite:
             torch.cuda.empty_cache()
         return {**values, "peak_memory_gb": peak_memory_gb(self.device), "seconds": round(time.monotonic() - t0, 1)}
 
+    def over_budget(self, cost_s: float) -> dict | None:
+        """Why a step of about `cost_s` (an H200's time) is skipped when it would overrun the budget, or None."""
+        if cost_s > self.left_s():
+            return {"skipped": f"budget: {self.left_s():.0f} s left, about {cost_s:.0f} s needed"}
+        return None
+
     def step(self, name: str, cost_s: float, fn) -> None:
-        """Run and record one measurement, or record that the budget skipped it (on a GPU)."""
-        if self.device.type == "cuda" and cost_s > self.left_s():
-            self.record(name, skipped=f"budget: {self.left_s():.0f} s left, about {cost_s:.0f} s needed")
+        """Run and record one measurement, or record that the budget skipped it."""
+        skipped = self.over_budget(cost_s)
+        if skipped:
+            self.record(name, **skipped)
             return
         torch._dynamo.reset()  # every compiled configuration compiles afresh for its own shapes
         self.record(name, **self.attempt(fn))
@@ -138,13 +146,14 @@ class Suite:
                 "fraction_of_peak": tflops / self.peak if tflops and self.peak else None,
                 "imagenet_gpu_hours": IMAGENET_IMAGES / images_per_s / 3600}
 
-    def worker(self, generator: UnclipGenerator, batch: int, padded: bool) -> dict:
+    def worker(self, generator: UnclipGenerator, batch: int, padded: bool, reference: bool = False) -> dict:
+        """The worker's rates on `generator`; `reference`: its views are what the others' are compared with."""
         run = worker_path(generator, self.work, batch, padded)
-        if not self.reference_views:
+        if reference:
             self.reference_views = run.views
-        effect = view_effect(self.reference_views, run.views, self.reference_generator)
+        effect = self.reference_views and view_effect(self.reference_views, run.views, self.reference_generator)
         return {**self.rates(run.images_per_s), "gpu_idle_ratio": run.gpu_idle_ratio, "batch": batch,
-                "effect_vs_fp16_reference": effect.as_dict()}
+                "effect_vs_fp16_reference": effect and effect.as_dict()}
 
     def lever(self, lever: Lever) -> dict:
         """The worker with the lever's configuration (a copy of the reference weights); the compiled baseline
@@ -168,21 +177,20 @@ def measure_ceilings(suite: Suite) -> None:
 
 
 def run_all(suite: Suite) -> None:
-    """Baselines (the worker's eager run gives the reference views), levers, the scorer, then max-autotune."""
+    """Group by group in GROUPS' order (the goals' runs first, diagnostics after, max-autotune's long compiles
+    last); the worker's eager baseline always runs: its views are the reference."""
     args, work, ref = suite.args, suite.work, suite.reference
-    suite.step("worker_eager", COST_S["eager"], lambda: suite.worker(suite.reference_generator, args.batch, False))
+    suite.step("worker_eager", COST_S["eager"],
+               lambda: suite.worker(suite.reference_generator, args.batch, False, reference=True))
     if suite.selected("diffusers_eager", "baseline"):
         suite.step("diffusers_eager", COST_S["eager"], lambda: suite.rates(diffusers_batched(ref, work, args.batch)))
     if suite.selected("official_eager", "baseline"):
         suite.step("official_eager", COST_S["eager"], lambda: suite.rates(official_loop(ref, work, args.official)))
     all_levers = levers(args.batch, args.big_batches, args.stack_batch)
-    for lever in all_levers:
-        if lever.group != "autotune" and suite.selected(lever.name, lever.group):
-            suite.step(lever.name, lever.cost_s(), lambda lever=lever: suite.lever(lever))
-    if suite.selected("scorer", "scorer"):
-        suite.save(scorer=suite.attempt(lambda: scorer_runs(args)))
-    for lever in all_levers:
-        if lever.group == "autotune" and suite.selected(lever.name, lever.group):
+    for group in GROUPS[1:]:
+        if group == "scorer" and suite.selected("scorer", "scorer"):
+            suite.save(scorer=suite.over_budget(COST_S["scorer"]) or suite.attempt(lambda: scorer_runs(args)))
+        for lever in (lv for lv in all_levers if lv.group == group and suite.selected(lv.name, group)):
             suite.step(lever.name, lever.cost_s(), lambda lever=lever: suite.lever(lever))
 
 
@@ -232,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--scorer-batch", type=int, default=256, help="images (2 per pair) per scorer call")
     ap.add_argument("--scorer-requests", type=int, default=8, help="scorer batches per timed run")
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups {GROUPS} or run names")
-    ap.add_argument("--budget-s", type=float, default=450.0, help="skip steps that would end after this (GPU)")
+    ap.add_argument("--budget-s", type=float, default=450.0, help="skip steps that would end after this")
     ap.add_argument("--out", default=None, help="a file, or a folder for gpu_suite_<device>.json (default: "
                     "bench/results/)")
     ap.add_argument("--summary", metavar="JSON", help="only print the table of an earlier result file")

@@ -1,7 +1,7 @@
 """Speed levers of the generator, each behind a GENVIEW_* setting: dtype, fused q/k/v, channels-last, FP8, compile.
 
-Exact ones (fused q/k/v; channels-last, on CUDA) change results by rounding at most and are on by default; approximate ones
-(bf16, FP8) are opt-in. `bench/gpu_suite.py` measures each one's speed and its effect on the views.
+Exact ones (fused q/k/v; channels-last, on CUDA) change results by rounding at most and are on by default;
+approximate ones (bf16, FP8) are opt-in. `bench/gpu_suite.py` measures each one's speed and its effect on the views.
 """
 
 from __future__ import annotations
