@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Run HERE (PyPI reachable), before a device call: downloads into .whl/ (git-ignored) the wheels of what the GPU
+# Run HERE (PyPI reachable), before a device call: downloads into .whl/ (in .gitignore) the wheels of what the GPU
 # suite imports that the device image lacks (its python3 3.12 has torch, transformers, timm, httpx, psutil, …;
-# /work/.library/device/KINDS.md lists it), at the versions constraints.txt pins, plus torchao 0.17 (the release
-# built against the image's torch 2.11) for the FP8 runs. bench/gpu_run.sh installs them on the device.
+# /work/.library/device/KINDS.md lists it), at the versions constraints.txt pins, plus torchao 0.17 (its C++ kernels
+# load with torch >= 2.11, the image's) for the FP8 runs. bench/gpu_run.sh installs them on the device.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exclude="$(git rev-parse --git-path info/exclude)"
-grep -qx '/.whl/' "$exclude" 2>/dev/null || echo '/.whl/' >> "$exclude"
 names="diffusers importlib_metadata pydantic pydantic_core annotated-types typing-inspection pydantic-settings
        python-dotenv fastapi fastapi_offline starlette uvicorn httptools python-multipart redis open_clip_torch
        ftfy wcwidth"
