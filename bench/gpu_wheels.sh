@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 names="diffusers importlib_metadata pydantic pydantic_core annotated-types typing-inspection pydantic-settings
        python-dotenv fastapi fastapi_offline starlette uvicorn httptools python-multipart redis open_clip_torch
-       ftfy wcwidth"
+       ftfy wcwidth typing_extensions"
 specs=(torchao==0.17.0)
 for name in $names; do specs+=("$(grep -ix "${name}==.*" constraints.txt)"); done
 platforms=()
