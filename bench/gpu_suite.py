@@ -22,6 +22,7 @@ skipped.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import time
@@ -120,9 +121,10 @@ class Suite:
             values = fn()
         except Exception as exc:  # noqa: BLE001
             values = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+        gc.collect()  # the step's model copy, before the next one is made
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return {**values, "peak_memory_gb": peak_memory_gb(self.device), "seconds": round(time.monotonic() - t0, 1)}
+        return {"peak_memory_gb": peak_memory_gb(self.device), **values, "seconds": round(time.monotonic() - t0, 1)}
 
     def over_budget(self, cost_s: float) -> dict | None:
         """Why a step of about `cost_s` (an H200's time) is skipped when it would overrun the budget, or None."""
@@ -161,7 +163,8 @@ class Suite:
         generator = accelerated(self.reference, lever.acceleration, "bench")
         values = {"acceleration": vars(lever.acceleration),
                   "compile_applied": lever.acceleration.compile and self.device.type == "cuda",
-                  **self.worker(generator, lever.batch, lever.acceleration.compile)}
+                  **self.worker(generator, lever.batch, lever.acceleration.compile),
+                  "peak_memory_gb": peak_memory_gb(self.device)}  # before the diffusers run below resets it
         if lever.group == "compiled":
             self.record("diffusers_compiled", **self.attempt(
                 lambda: self.rates(diffusers_batched(generator.pipe, self.work, lever.batch))))
