@@ -2,12 +2,12 @@
 # One device call for the GPU suite, from the repository root; results under $OUT (the device tool's folder).
 # Prepare here first: bench/gpu_wheels.sh (wheels the device image lacks → .whl/), then have the device tool run
 #   bash bench/gpu_run.sh                                  with carry [".whl"] and timeout_s 600
-# GPU_SUITE_LIMIT_S (default 540) bounds the suite; it skips steps that would end within 60 s of that, a
+# GPU_SUITE_LIMIT_S (default 480: 8 min) bounds the suite; it skips steps that would end within 60 s of that, a
 # `timeout` stops it at the limit, and the result file (written after every step) and the table survive either way.
 # GPU_SUITE_ARGS adds options, e.g. GPU_SUITE_ARGS="--only autotune" for the max-autotune runs in a second call.
 set -uo pipefail
 OUT="${OUT:-bench/results}"
-LIMIT_S="${GPU_SUITE_LIMIT_S:-540}"
+LIMIT_S="${GPU_SUITE_LIMIT_S:-480}"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1

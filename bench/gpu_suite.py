@@ -15,7 +15,7 @@ fp16 eager reference on the same inputs and seeds. Results are written after eve
 a step that fails is recorded with its error and the suite goes on; steps that would overrun `--budget-s` are
 skipped.
 
-    python -m bench.gpu_suite                  # GPU: bench/results/gpu_suite_<device>.json, < 8 min on an H200
+    python -m bench.gpu_suite                  # GPU: bench/results/gpu_suite_<device>.json (--budget-s 450)
     python -m bench.gpu_suite --quick          # CPU, tiny presets, < 2 min: bench/results/gpu_suite_quick_cpu.json
 """
 
