@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genview.method.pca import FG_FRACTION
 
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+GeneratorDtype = Literal["auto", "fp16", "bf16", "fp32"]
+
 
 def package_version() -> str:
     """The installed genview version (what `genview --version` and every start-up line say)."""
@@ -41,6 +44,15 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="torch device: auto, cpu, cuda, cuda:1 …")
     model_cache: str = Field("~/.cache/genview", description="where tiny presets are written")
     compile: bool = Field(False, description="torch.compile the UNet on CUDA (slow first batch, faster after)")
+    compile_mode: CompileMode = Field("default", description="torch.compile mode of the UNet (max-autotune: "
+                                      "autotuned kernels and CUDA graphs on the padded batch shape)")
+    dtype: GeneratorDtype = Field("auto", description="generator dtype; auto: fp16 on CUDA, fp32 on the CPU "
+                                  "(bf16 is approximate: opt-in)")
+    fuse_qkv: bool = Field(True, description="fuse the attention q/k/v projections of the UNet and VAE (exact)")
+    channels_last: bool | None = Field(None, description="channels-last memory format for the UNet and VAE; "
+                                       "unset: on CUDA only (on the CPU it moves pixels by rounding)")
+    fp8: bool = Field(False, description="FP8 linear layers in the UNet (torchao, dynamic activation scaling; "
+                      "approximate, opt-in; CUDA compute capability ≥ 8.9; pip install 'genview[fp8]')")
     api_keys: str = Field("", description="comma-separated API keys, each a tenant; empty → no auth")
     metrics_key: str = Field("", description="key for /metrics (Bearer or X-API-Key); empty → /metrics is open")
     public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")

@@ -91,9 +91,11 @@ def plan_shards(images: str, images_per_shard: int, seed: int) -> list[ShardTask
 
 def load_generator(settings: Settings):
     """The unCLIP generator of `settings` (imported here: the driver never loads a model)."""
+    from genview.models.acceleration import Acceleration
     from genview.models.unclip import UnclipGenerator
 
-    return UnclipGenerator.load(settings.model, settings.device, settings.model_cache, settings.compile)
+    return UnclipGenerator.load(settings.model, settings.device, settings.model_cache,
+                                Acceleration.from_settings(settings))
 
 
 class BasisFitter:

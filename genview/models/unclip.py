@@ -11,6 +11,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from genview.models.acceleration import Acceleration
 from genview.models.device import inference_dtype, resolve_device
 from genview.models.errors import ModelLoadError
 from genview.models.presets import encoder_id, resolve_generator_source
@@ -39,14 +40,16 @@ class AdaptiveUnCLIPPipeline(StableUnCLIPImg2ImgPipeline):
         return torch.cat((image_embeds, level_embeds.to(image_embeds.dtype)), 1)
 
 
-def load_unclip_pipeline(name: str, device: str = "auto", cache: str | None = None) -> AdaptiveUnCLIPPipeline:
-    """Load a preset name, hub id or folder (tiny presets are written first, then loaded the same way)."""
+def load_unclip_pipeline(name: str, device: str = "auto", cache: str | None = None,
+                         dtype: torch.dtype | None = None) -> AdaptiveUnCLIPPipeline:
+    """Load a preset name, hub id or folder (tiny presets are written first, then loaded the same way) in `dtype`
+    (default: the device's, fp16 on CUDA)."""
     dev = resolve_device(device)
     source = resolve_generator_source(name, cache)
     try:
         # With `accelerate` installed, diffusers loads with low CPU memory; without it, say so once in the README
         # instead of a warning per model (it falls back to the same plain load).
-        pipe = AdaptiveUnCLIPPipeline.from_pretrained(source, dtype=inference_dtype(dev),
+        pipe = AdaptiveUnCLIPPipeline.from_pretrained(source, dtype=dtype or inference_dtype(dev),
                                                       low_cpu_mem_usage=find_spec("accelerate") is not None)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
@@ -77,20 +80,14 @@ class UnclipGenerator:
         self.grid = cfg.image_size // cfg.patch_size
 
     @classmethod
-    def load(cls, name: str, device: str = "auto", cache: str | None = None, compile: bool = False) -> UnclipGenerator:
-        """Load the pipeline and wrap it (optionally compiled for throughput on CUDA)."""
-        generator = cls(load_unclip_pipeline(name, device, cache), name)
-        if compile:
-            generator.compile()
-        return generator
-
-    def compile(self) -> None:
-        """Fuse attention projections, use channels-last and torch.compile the UNet (CUDA only)."""
-        if self.device.type != "cuda":
-            return
-        self.pipe.fuse_qkv_projections()
-        self.pipe.unet.to(memory_format=torch.channels_last)
-        self.pipe.unet.compile()
+    def load(cls, name: str, device: str = "auto", cache: str | None = None,
+             acceleration: Acceleration | None = None) -> UnclipGenerator:
+        """Load the pipeline with the speed levers applied (`Acceleration.from_settings`; default: none)."""
+        acceleration = acceleration or Acceleration.off()
+        dev = resolve_device(device)
+        pipe = load_unclip_pipeline(name, device, cache, acceleration.torch_dtype(dev))
+        acceleration.apply(pipe, dev)
+        return cls(pipe, name)
 
     @property
     def encoder_id(self) -> str:

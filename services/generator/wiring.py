@@ -17,10 +17,12 @@ def open_generator_queue(settings: Settings) -> JobQueue:
 
 def build_worker(settings: Settings, store: ObjectStore | None = None) -> ServiceWorker:
     """Load the generator model and wire a worker to the generator queue and the store."""
+    from genview.models.acceleration import Acceleration
     from genview.models.unclip import UnclipGenerator
     from services.generator.worker import GeneratorWorker
 
-    generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache, settings.compile)
+    generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache,
+                                     Acceleration.from_settings(settings))
     queue = open_generator_queue(settings)
     worker = GeneratorWorker(settings, generator, queue, store or ObjectStore.from_settings(settings))
     return ServiceWorker(ROLE, queue, worker.submit, worker.close,  # pipelined: stores overlap the next batch
