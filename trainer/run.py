@@ -34,7 +34,7 @@ from genview.training.views import (ManifestViewSource, ServiceViewSource, Sourc
 from trainer import dist
 from trainer.backbones import ARCHS
 from trainer.checkpoint import METRICS, TENSORBOARD, RunFolder, set_rng_state
-from trainer.data import EvalDataset, ImageSet, held_out, image_set, shared_image_set
+from trainer.data import EvalDataset, ImageSet, default_loader_workers, held_out, image_set, shared_image_set
 from trainer.evaluate import KNN_KS, extract_features, knn_topk
 from trainer.methods import METHODS, MethodConfig, build_method, method_config
 from trainer.optim import NonFiniteGuard, build_optimizer, build_schedule
@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-num", type=int, default=256,
                    help="training images sampled to fit a missing PCA basis: the generator's (adaptive policy) and "
                    "the scorer's (service or local), through the service or in this process")
-    p.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
+    p.add_argument("--workers", type=int, default=default_loader_workers(4),
+                   help="data loader processes per rank (default: 4, at most the CPU count)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--val-data", help="labelled images (class folders) queried by the kNN monitor")
