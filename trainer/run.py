@@ -36,8 +36,10 @@ from trainer.backbones import ARCHS
 from trainer.checkpoint import METRICS, TENSORBOARD, RunFolder, set_rng_state
 from trainer.data import EvalDataset, ImageSet, default_loader_workers, held_out, image_set, shared_image_set
 from trainer.evaluate import KNN_KS, extract_features, knn_topk
+from trainer.loggers import add_logger_argument, open_logger
 from trainer.methods import METHODS, MethodConfig, build_method, method_config
 from trainer.optim import NonFiniteGuard, build_optimizer, build_schedule
+from trainer.pictures import EpochPictures, view_levels
 from trainer.precision import DTYPES, Precision, PrecisionUnsupported, default_precision
 from trainer.scoring import batch_weights
 
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knn-every", type=int, default=1, help="kNN monitor every N epochs (0: off)")
     p.add_argument("--knn-size", type=int, default=10000,
                    help="at most this many images in the kNN bank (a fixed sample of the training set) and queries")
+    add_logger_argument(p)
     return p
 
 
@@ -239,6 +242,7 @@ class Run:
             self._resume(ckpt)
         self.scoring = ThreadPoolExecutor(1, thread_name_prefix="scoring")
         self.metrics, self.tb = None, None
+        self.pictures = EpochPictures() if self.rank == 0 else None  # trainer/pictures.py
         if self.rank == 0:
             self._open_logs()
         self.summary: dict = {}
@@ -349,8 +353,6 @@ class Run:
 
     def _open_logs(self) -> None:
         """config.yaml, and metrics.jsonl continued from the checkpoint's step (later records of a crash dropped)."""
-        from torch.utils.tensorboard import SummaryWriter
-
         self.folder.write_config(run_config(self.args))
         self.folder.fetch_logs()
         path = self.folder.local / METRICS
@@ -358,7 +360,7 @@ class Run:
             kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= self.step]
             path.write_text("".join(line + "\n" for line in kept))
         self.metrics = open(path, "a")
-        self.tb = SummaryWriter(self.folder.local / TENSORBOARD)
+        self.tb = open_logger(self.args.logger, self.folder.local / TENSORBOARD, run_config(self.args))
 
     def train(self) -> None:
         last = self.args.epochs
@@ -397,7 +399,7 @@ class Run:
 
     def _score(self, batch) -> torch.Tensor | None:
         crops = batch[0]
-        return self.quality.q(to_pairs(crops[0], crops[1])) if self.quality else None
+        return self.quality.scores(to_pairs(crops[0], crops[1])) if self.quality else None
 
     def train_epoch(self, epoch: int) -> float:
         """Batch k trains while the views of later batches are fetched and batch k+1 is scored; the mean loss."""
@@ -433,10 +435,14 @@ class Run:
             bar.update()
         return sum(losses) / len(losses)
 
-    def train_step(self, epoch: int, batch, q, data_wait: float, score_wait: float) -> dict:
+    def train_step(self, epoch: int, batch, scores, data_wait: float, score_wait: float) -> dict:
         start = time.perf_counter()
-        crops, _, generated, fell_back = batch
+        crops, index, generated, fell_back = batch
+        q = None if scores is None else scores.q
         w = batch_weights(q, self.batch, self.args.gamma, self.args.global_weights).to(self.device)
+        if self.pictures is not None:
+            levels = view_levels(self.source, self.images.paths, index, generated)
+            self.pictures.add_batch(crops[0], crops[1], w, generated, levels, scores)
         memory = torch.channels_last if self.config.family == "resnet" else torch.contiguous_format
         crops = [normalise(c.to(self.device, non_blocking=True)).contiguous(memory_format=memory) for c in crops]
         lr = self.schedule.get_last_lr()[0]
@@ -512,6 +518,7 @@ class Run:
         if self.rank != 0:
             return
         self._log(record)
+        self.pictures.write(epoch, self.tb, self.folder.local)
         self.folder.sync_logs()
         knn = f", kNN top-1 {record['knn_top1']:.3f}" if "knn_top1" in record else ""
         fallback = f", {self.views_fell_back} fallbacks" if self.views_fell_back else ""
