@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")
     max_queue_depth: int = Field(0, ge=0, description="answer 429 while the queue holds this many jobs (0: off)")
     access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="port of `genview serve` and the APIs (unset: 8000, the scorer API 8001)")
     debug: bool = Field(False, description="a failing `genview` command prints its traceback (as --debug)")
 
     visibility_timeout_s: float = Field(300.0, gt=0, description="reclaim a job unacked this long")

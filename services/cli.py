@@ -30,7 +30,7 @@ USAGE, FAILED = 2, 1  # exit codes
 QUEUE_AND_STORE = ("redis_url", "store_url", "s3_endpoint_url", "job_ttl_s", "visibility_timeout_s", "max_deliveries",
                    "retry_backoff_s", "basis_refresh_s", "max_pixels", "debug")
 READS = {
-    "api": QUEUE_AND_STORE + ("api_keys", "metrics_key", "public_base_url", "max_queue_depth", "access_log",
+    "api": QUEUE_AND_STORE + ("port", "api_keys", "metrics_key", "public_base_url", "max_queue_depth", "access_log",
                               "max_upload_bytes", "max_wait_s"),
     "worker": QUEUE_AND_STORE + ("device", "model_cache", "max_batch_size", "max_batch_wait_ms", "heartbeat_file",
                                  "worker_metrics_port", "fg_fraction"),
@@ -69,10 +69,12 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _serve_http(app, args: argparse.Namespace, settings: Settings) -> None:
+def _serve_http(app, args: argparse.Namespace, settings: Settings, default_port: int) -> None:
+    """Serve on --port, else GENVIEW_PORT, else the command's default port."""
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=settings.access_log)
+    port = getattr(args, "port", None) or settings.port or default_port
+    uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=settings.access_log)
 
 
 def api_command(service: str):
@@ -81,7 +83,8 @@ def api_command(service: str):
     def run(args: argparse.Namespace) -> None:
         settings = get_settings()
         log.info(startup_line(f"{service}-api", settings))
-        _serve_http(importlib.import_module(f"services.{service}.app").create_app(settings), args, settings)
+        app = importlib.import_module(f"services.{service}.app").create_app(settings)
+        _serve_http(app, args, settings, PORTS[service])
 
     return run
 
@@ -111,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     stop = threading.Event()
     app = create_embedded_app(settings, stop)
     try:
-        _serve_http(app, args, settings)
+        _serve_http(app, args, settings, PORTS["generator"])
     finally:
         stop.set()
 
@@ -140,7 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         api = sub.add_parser(f"{service}-api", help=f"run the {service} HTTP API",
                              epilog=settings_epilog(reads(f"{service}-api")))
         api.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-        api.add_argument("--port", type=int, default=port, help="port to listen on")
+        api.add_argument("--port", type=int, default=argparse.SUPPRESS,
+                         help=f"port to listen on (default: GENVIEW_PORT, else {port})")
         api.set_defaults(func=api_command(service))
         worker = sub.add_parser(f"{service}-worker", help=f"run a {service} worker (GPU when available)",
                                 epilog=settings_epilog(reads(f"{service}-worker")))
@@ -148,7 +152,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="both APIs and workers in one process (embedded mode)",
                            epilog=settings_epilog(reads("serve")))
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    serve.add_argument("--port", type=int, default=PORTS["generator"], help="port to listen on")
+    serve.add_argument("--port", type=int, default=argparse.SUPPRESS,
+                       help=f"port to listen on (default: GENVIEW_PORT, else {PORTS['generator']})")
     serve.set_defaults(func=cmd_serve)
 
 

@@ -51,7 +51,7 @@ def test_service_help_lists_defaults_and_the_settings_it_reads(command, capsys):
         assert f"GENVIEW_{name.upper()} [" in text
     assert ("GENVIEW_SCORER_MODEL" in text) == (command in ("serve", "scorer-api", "scorer-worker"))
     if command.endswith("api") or command == "serve":
-        assert "(default: 127.0.0.1)" in text and "(default: 800" in text
+        assert "(default: 127.0.0.1)" in text and "(default: GENVIEW_PORT, else 800" in text
 
 
 def test_the_command_tree_imports_no_torch():

@@ -149,8 +149,8 @@ def histogram_image(values: np.ndarray, title: str, value_range: tuple[float, fl
         draw.rectangle([left + i * bar + 1, y, left + (i + 1) * bar - 1, bottom], fill=BAR)
     draw.line([left, bottom, right, bottom], fill=INK)
     draw.text((MARGIN, top), str(int(counts.max())), fill=INK)
-    draw.text((left, bottom + 4), f"{edges[0]:.3g}", fill=INK)
-    draw.text((right - 40, bottom + 4), f"{edges[-1]:.3g}", fill=INK)
+    draw.text((left, bottom + 4), f"{edges[0]:.4g}", fill=INK)
+    draw.text((right - 40, bottom + 4), f"{edges[-1]:.4g}", fill=INK)
     return image
 
 
