@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from harness.browser import Browser
-from harness.processes import service_env, start_api
+from harness.processes import start_tiny_serve
 from services.app import base_app
 from services.playground import playground_router
 
@@ -34,9 +34,7 @@ def test_the_page_is_self_contained_and_open_without_a_key():
 
 @pytest.mark.slow
 def test_upload_shows_foreground_views_and_quality_in_chromium(tmp_path, model_cache):
-    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
-                      store_url=f"file://{tmp_path / 'store'}")
-    server, url = start_api("serve", env, tmp_path)
+    server, url = start_tiny_serve(tmp_path, model_cache)
     try:
         with Browser(tmp_path / "profile") as browser:
             browser.open(f"{url}/playground")
