@@ -99,3 +99,26 @@ def test_a_tiny_run_writes_pictures_of_what_it_trained_on(tmp_path, model_cache,
     assert len(pngs) == 8 and "epoch0001-pairs.png" in pngs
     grid = np.asarray(Image.open(out / "pictures" / "epoch0001-pairs.png"))
     assert grid.shape[0] == 16 + 4 * 100 + 4  # batch 4: its 2 highest- and 2 lowest-weighted pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("logger", ["wandb", "mlflow"])
+def test_optional_loggers_receive_scalars_and_pictures(logger, tmp_path, monkeypatch):
+    """`--logger wandb|mlflow` (the extras `genview[wandb]`, `genview[mlflow]`), offline, on a tiny plain run."""
+    pytest.importorskip(logger)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path / 'mlruns'}")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    images = image_folder(tmp_path / "data", classes=2, per_class=4)
+    out = tmp_path / "run"
+    trainer_run.main(["--data", str(images), "--no-quality", "--out", str(out), "--method", "simclr", "--arch",
+                      "resnet18", "--image-size", "32", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+                      "--knn-every", "0", "--epochs", "1", "--logger", logger])
+    if logger == "wandb":
+        assert list((out / "wandb").glob("offline-run-*/files/media/images/pictures/pairs_*.png"))
+    else:
+        run = next((tmp_path / "mlruns" / "0").glob("*/metrics"))
+        assert (run / "loss").exists() and (run / "pictures" / "generated_fraction").exists()
+        assert list((run.parent / "artifacts" / "images").glob("pictures~pairs*.png"))
+    assert (out / "pictures" / "epoch0000-pairs.png").exists() and not (out / "tensorboard").exists()
