@@ -55,6 +55,12 @@ def test_fit_pca_usage_errors_exit_2(tmp_path):
     assert "nowhere does not exist" in one_line_error(done, 2, "fit-pca")
 
 
+def test_gallery_without_a_manifest_is_a_usage_error(tmp_path):
+    done = genview("gallery", "--manifest", "views.jsonl", "--images", "data", "--out", "grid.png", cwd=tmp_path)
+    assert "no manifest views.jsonl" in one_line_error(done, 2, "gallery")
+    assert not (tmp_path / "grid.png").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path):
     for debug in (["--debug"], []):
         extra = {} if debug else {"debug": "1"}
