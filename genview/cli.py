@@ -97,12 +97,12 @@ def cmd_gallery(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
+    if not Path(args.manifest).is_file():
+        raise UsageError(f"no manifest {args.manifest}: write one with `genview generate-dataset`")
     from genview.gallery import render_grid
     from genview.image_files import read_bytes
     from genview.store import ObjectStore
 
-    if not Path(args.manifest).is_file():
-        raise UsageError(f"no manifest {args.manifest}: write one with `genview generate-dataset`")
     rows = [json.loads(line) for line in Path(args.manifest).read_text().splitlines() if line.strip()][:args.limit]
     store = ObjectStore.from_settings(get_settings())
     grid = render_grid(rows, store, lambda row: read_bytes(f"{args.images.rstrip('/')}/{row['path']}"), args.thumb)
