@@ -75,6 +75,9 @@ def cmd_fit_pca(args: argparse.Namespace) -> None:
 
 
 def cmd_generate_dataset(args: argparse.Namespace) -> None:
+    from genview.image_files import require_source
+
+    require_source(args.images)  # before the heavy imports; an empty folder is refused before any request
     from genview.client import GeneratorClient
     from genview.dataset_gen import ensure_basis, export_official, generate_dataset
     from genview.method.noise import parse_noise_policy

@@ -27,11 +27,16 @@ def list_images(source: str) -> list[str]:
     return [prefix + p for p in sorted(fs.find(root)) if p.lower().endswith(IMAGE_SUFFIXES)]
 
 
-def require_images(source: str) -> list[str]:
-    """`list_images`, refusing a source that does not exist or holds no images (NoImagesError)."""
+def require_source(source: str) -> None:
+    """NoImagesError unless `source` exists (cheap: no listing)."""
     fs, root, _ = _source(source)
     if not fs.exists(root):
         raise NoImagesError(f"{source} does not exist")
+
+
+def require_images(source: str) -> list[str]:
+    """`list_images`, refusing a source that does not exist or holds no images (NoImagesError)."""
+    require_source(source)
     paths = list_images(source)
     if not paths:
         raise NoImagesError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) in {source}")
