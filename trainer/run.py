@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from genview.method.losses import weighted_loss
+from genview.method.quality import PairQuality
 from genview.method.noise import parse_noise_policy
 from genview.settings import get_settings
 from genview.store import ObjectStore
@@ -397,7 +398,7 @@ class Run:
                           num_workers=self.args.workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
 
-    def _score(self, batch) -> torch.Tensor | None:
+    def _score(self, batch) -> PairQuality | None:
         crops = batch[0]
         return self.quality.scores(to_pairs(crops[0], crops[1])) if self.quality else None
 
