@@ -125,7 +125,8 @@ def settings_epilog(names: tuple[str, ...]) -> str:
     for name in names:
         field = Settings.model_fields[name]
         default = field.get_default(call_default_factory=True)
-        lines.append(f"  GENVIEW_{name.upper()} [{'unset' if default in (None, '') else default}]: {field.description}")
+        shown = "unset" if default in (None, "") else default
+        lines.append(f"  GENVIEW_{name.upper()} [{shown}]: {field.description}")
     return "\n".join(lines)
 
 
