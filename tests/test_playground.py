@@ -42,7 +42,8 @@ def test_upload_shows_foreground_views_and_quality_in_chromium(tmp_path, model_c
             browser.choose_file("#image", REPO / "samples" / "cat.png")
             browser.evaluate("document.getElementById('go').click()")
             browser.wait_for("['done', 'error'].includes(document.body.dataset.state)", 240)
-            assert browser.evaluate("document.body.dataset.state") == "done", browser.evaluate("document.body.innerText")
+            state = browser.evaluate("document.body.dataset.state")
+            assert state == "done", browser.evaluate("document.body.innerText")
             assert browser.evaluate(LOADED_IMAGES) == 4  # original, foreground map, two views
             generated = json.loads(browser.evaluate("document.getElementById('generate-json').textContent"))
             scored = json.loads(browser.evaluate("document.getElementById('score-json').textContent"))
