@@ -4,32 +4,55 @@ with the service and trainer commands (services/cli.py)."""
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 
+from genview.errors import UsageError
 from genview.settings import get_settings
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default and keeps descriptions and epilogs as written."""
+
+
+class LazyParser(argparse.ArgumentParser):
+    """A command's parser whose options (and the modules that define them) are added only when that command is
+    parsed: `genview --help` lists every command without importing torch (`build(parser)` adds the options)."""
+
+    def __init__(self, *args, build: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._build = build
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._build is not None:
+            build, self._build = self._build, None
+            build(self)
+        return super().parse_known_args(args, namespace)
+
+
 def cmd_fit_pca(args: argparse.Namespace) -> None:
+    from genview.image_files import require_images
+
+    if args.import_official and not (args.vectors and args.mean):
+        raise UsageError("--import-official needs --vectors pca_vectors.npy and --mean mean_vectors.npy")
+    imported = args.import_official and args.threshold is not None
+    if not imported and not args.images:
+        raise UsageError("--images is needed to fit a basis (or to calibrate an imported one without --threshold)")
+    images = None if imported else require_images(args.images)  # checked before the heavy imports below
+
     from genview.basis import save_basis
-    from genview.image_files import list_images
     from genview.pca_fit import fit_basis, import_official, sample_paths, threshold_on_images
     from genview.store import ObjectStore
 
     settings = get_settings()
     fg_fraction = args.fg_fraction or settings.fg_fraction
-    if args.import_official and not (args.vectors and args.mean):
-        sys.exit("--import-official needs --vectors pca_vectors.npy and --mean mean_vectors.npy")
-    if args.import_official and args.threshold is not None:
+    if imported:
         from genview.models.presets import encoder_id
 
         basis, count = import_official(args.vectors, args.mean, args.threshold), 0
         model_id = encoder_id(args.encoder, settings.model if args.encoder == "generator" else settings.scorer_model)
     else:
-        if not args.images:
-            sys.exit("--images is needed to fit a basis (or to calibrate an imported one without --threshold)")
-        paths = sample_paths(list_images(args.images), args.num, args.seed)
-        if not paths:
-            sys.exit(f"no images (.png/.jpg/.jpeg/.webp) found in {args.images}")
+        paths = sample_paths(images, args.num, args.seed)
         if args.encoder == "generator":
             from genview.models.unclip import UnclipGenerator
 
@@ -52,11 +75,15 @@ def cmd_fit_pca(args: argparse.Namespace) -> None:
 
 
 def cmd_generate_dataset(args: argparse.Namespace) -> None:
+    from genview.image_files import require_source
+
+    require_source(args.images)  # before the heavy imports; an empty folder is refused before any request
     from genview.client import GeneratorClient
     from genview.dataset_gen import ensure_basis, export_official, generate_dataset
     from genview.method.noise import parse_noise_policy
 
-    client = GeneratorClient(args.generator_url, api_key=args.api_key)
+    retries = {} if args.retries is None else {"retries": args.retries}
+    client = GeneratorClient(args.generator_url, api_key=args.api_key, **retries)
     policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
     if parse_noise_policy(policy) == parse_noise_policy("adaptive") and not args.levels_from:
         ensure_basis(client, args.images, args.fit_num, args.seed)
@@ -73,6 +100,8 @@ def cmd_gallery(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
+    if not Path(args.manifest).is_file():
+        raise UsageError(f"no manifest {args.manifest}: write one with `genview generate-dataset`")
     from genview.gallery import render_grid
     from genview.image_files import read_bytes
     from genview.store import ObjectStore
@@ -116,6 +145,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--levels-from", help="fg_ratios.txt computed elsewhere: its levels are used as given")
     gen.add_argument("--export-official", metavar="DIR", help="also write the official repository's layout")
     gen.add_argument("--api-key", default=None)
+    gen.add_argument("--retries", type=int, default=None,
+                     help="retries of a failed request, with doubling backoff, before the command stops "
+                     "(default: the client's)")
     gen.set_defaults(func=cmd_generate_dataset)
 
     gallery = sub.add_parser("gallery", help="a contact sheet: original, foreground map, views, fg ratio, level")

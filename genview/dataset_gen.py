@@ -13,17 +13,16 @@ from tqdm import tqdm
 
 from genview.basis import PER_IMAGE
 from genview.client import GeneratorClient
-from genview.image_files import list_images, read_bytes
+from genview.image_files import read_bytes, relative_to, require_images, source_root
 from genview.method.noise import adaptive_noise_level, parse_noise_policy
 from genview.schemas import BasisFitResult, ManifestRow
 from genview.store import sha256_hex
 
 
 def relative_paths(source: str) -> tuple[list[str], list[str]]:
-    """(full paths/URLs, paths relative to the folder) of the images under `source`."""
-    paths = list_images(source)
-    root = source.rstrip("/")
-    return paths, [p[len(root):].lstrip("/") if p.startswith(root) else p for p in paths]
+    """(full paths/URLs, paths relative to the folder) of the images under `source` (NoImagesError if none)."""
+    paths, root = require_images(source), source_root(source)
+    return paths, [relative_to(root, p) or p for p in paths]
 
 
 def read_manifest(path: str) -> dict[str, ManifestRow]:
@@ -54,11 +53,9 @@ def ensure_basis(client: GeneratorClient, source: str, num: int, seed: int = 0) 
     No model is loaded here: the sample is uploaded (`POST /inputs`, so API keys and tenants hold) and a generator
     worker fits on those inputs (`POST /basis/fit`). None when a basis is already there.
     """
+    paths = require_images(source)  # a missing or empty folder is refused before any request
     if client.basis().basis_id != PER_IMAGE:
         return None
-    paths = list_images(source)
-    if not paths:
-        raise ValueError(f"no images (.png/.jpg/.jpeg/.webp) found in {source}")
     return client.fit_basis_on(paths, num, seed)
 
 

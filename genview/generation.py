@@ -13,7 +13,8 @@ from PIL import Image
 from genview.basis import BasisRequired, require_basis, uses_fitted_basis
 from genview.method.foreground import proportion_above, proportion_above_quantile
 from genview.method.noise import level_seed, noise_levels, view_seed
-from genview.method.pca import FG_FRACTION, PCABasis, per_image_projections
+from genview.method.defaults import FG_FRACTION
+from genview.method.pca import PCABasis, per_image_projections
 from genview.method.quality import foreground_map
 from genview.models.unclip import UnclipGenerator
 from genview.schemas import GenerationParams

@@ -17,7 +17,8 @@ from tqdm import tqdm
 from genview.basis import save_basis
 from genview.image_files import read_bytes
 from genview.images import load_rgb
-from genview.method.pca import FG_FRACTION, PCABasis, PCAFitter, basis_from_official
+from genview.method.defaults import FG_FRACTION
+from genview.method.pca import PCABasis, PCAFitter, basis_from_official
 from genview.schemas import BasisFitResult, FitBasisJob
 from genview.store import ObjectStore
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from genview.method.pca import FG_FRACTION
+from genview.method.defaults import FG_FRACTION
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 GeneratorDtype = Literal["auto", "fp16", "bf16", "fp32"]
@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")
     max_queue_depth: int = Field(0, ge=0, description="answer 429 while the queue holds this many jobs (0: off)")
     access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")
+    port: int | None = Field(None, ge=1, le=65535,
+                             description="port of `genview serve` and the APIs (unset: 8000, the scorer API 8001)")
+    debug: bool = Field(False, description="a failing `genview` command prints its traceback (as --debug)")
 
     visibility_timeout_s: float = Field(300.0, gt=0, description="reclaim a job unacked this long")
     max_deliveries: int = Field(3, ge=1, description="deliveries before a job is failed")

@@ -97,3 +97,10 @@ def service_env(**genview: str) -> dict[str, str]:
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", AWS_ACCESS_KEY_ID="testing",
                AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     return env
+
+
+def start_tiny_serve(root: Path, model_cache: str, **genview: str) -> tuple[Proc, str]:
+    """`genview serve` with the tiny presets on the CPU and a file store under `root`; returns (proc, base URL)."""
+    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
+                      store_url=f"file://{root / 'data'}", **genview)
+    return start_api("serve", env, root)

@@ -17,6 +17,7 @@ from services.app import base_app
 from services.generator import app as generator_app
 from services.generator import wiring as generator
 from services.generator.gallery import add_gallery_route
+from services.playground import playground_router
 from services.scorer import app as scorer_app
 from services.scorer import wiring as scorer
 from services.tenancy import TenantScopedStore
@@ -58,6 +59,7 @@ def create_embedded_app(settings: Settings, stop: threading.Event) -> FastAPI:
     app.include_router(generator_app.generator_router(settings, workers[0].queue, store, metrics))
     app.include_router(scorer_app.scorer_router(settings, workers[1].queue, store, metrics))
     add_gallery_route(app, TenantScopedStore(store))
+    app.include_router(playground_router())
     for worker in workers:
         if worker.registry is not None:  # the workers' metrics (GPU-idle share) on this app's /metrics
             metrics.registry.register(worker.registry)

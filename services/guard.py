@@ -10,7 +10,8 @@ from services.auth import PUBLIC, current_tenant, matches, presented_key, tenant
 from services.errors import error_response
 from services.limits import DEFAULT_BODY_LIMIT, declared_too_large, limited_receive
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect",
+                        "/playground"})
 OPEN_PREFIXES = ("/static/docs/",)
 METRICS = "/metrics"
 

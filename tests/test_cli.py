@@ -37,3 +37,25 @@ def test_startup_line_names_role_model_device_queue_store_version_without_secret
         assert part in line
     assert "hunter2" not in line
     assert "in-memory" in startup_line("serve", Settings(model="tiny", scorer_model="tiny", device="cpu"))
+
+
+@pytest.mark.parametrize("command", ["serve", "generator-api", "generator-worker", "scorer-api", "scorer-worker"])
+def test_service_help_lists_defaults_and_the_settings_it_reads(command, capsys):
+    from services.cli import reads
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0 and set(reads(command)) <= set(Settings.model_fields)
+    for name in reads(command):
+        assert f"GENVIEW_{name.upper()} [" in text
+    assert ("GENVIEW_SCORER_MODEL" in text) == (command in ("serve", "scorer-api", "scorer-worker"))
+    if command.endswith("api") or command == "serve":
+        assert "(default: 127.0.0.1)" in text and "(default: GENVIEW_PORT, else 800" in text
+
+
+def test_the_command_tree_imports_no_torch():
+    code = ("import sys; from services.cli import build_parser; build_parser(); "
+            "assert not {'torch', 'fastapi', 'diffusers'} & set(sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -120,3 +120,33 @@ def test_trainer_from_manifest_makes_no_generator_request(generator, images, tmp
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert len(steps) == 2 and all(s["generated_fraction"] == 1.0 and s["fallbacks"] == 0 for s in steps)
     assert generate_requests(generator["url"]) == before
+
+
+def test_relative_paths_from_another_working_directory(generator, tmp_path):
+    """generate-dataset, the trainer (labels for its kNN monitor, manifest rows) and `genview eval knn`, all given
+    folders relative to a working directory that is not the repository."""
+    for split, count in (("train", 8), ("val", 4)):
+        for i in range(count):
+            folder = tmp_path / "data" / split / ("cat" if i % 2 else "dog")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.png").write_bytes(png_bytes(56, 48, seed=500 + 10 * count + i))
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(argv, env=generator["env"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run(*genview_cmd("generate-dataset", "--images", "data/train", "--generator-url", generator["url"], "--manifest",
+                     "views.jsonl", "--no-fit", "--steps", "2", "--size", "32"))
+    rows = [json.loads(line) for line in (tmp_path / "views.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted(f"{'cat' if i % 2 else 'dog'}/{i}.png" for i in range(8))
+    done = run(sys.executable, str(REPO / "trainer" / "run.py"), "--data", "data/train", "--manifest", "views.jsonl",
+               "--val-data", "data/val", "--knn-every", "1", "--out", "run", "--no-quality", "--method", "byol",
+               "--arch", "resnet18", "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "0")
+    assert "kNN monitor off" not in done.stderr
+    epoch = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "epoch_loss" in line]
+    assert "knn_top1_k20" in epoch[0]
+    run(*genview_cmd("eval", "knn", "--checkpoint", "run/checkpoint.pt", "--train", "data/train", "--val", "data/val",
+                     "--out", "eval", "--workers", "0", "--device", "cpu", "--batch-size", "4"))
+    assert json.loads((tmp_path / "eval" / "eval_knn.json").read_text())["val_images"] == 4

@@ -6,14 +6,12 @@ import httpx
 import pytest
 
 from harness.images import png_bytes
-from harness.processes import service_env, start_api
+from harness.processes import service_env, start_api, start_tiny_serve
 
 
 @pytest.mark.slow
 def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
-    env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
-                      store_url=f"file://{tmp_path / 'data'}")
-    proc, base = start_api("serve", env, tmp_path)
+    proc, base = start_tiny_serve(tmp_path, model_cache)
     try:
         r = httpx.post(f"{base}/generate", params={"wait": "true", "timeout": "120"},
                        files={"image": ("x.png", png_bytes(seed=1), "image/png")},

@@ -104,3 +104,14 @@ def test_vit_exports_under_timm_names(tmp_path):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (vit.eval()(x) - load_backbone(str(ckpt)).net.eval()(x)).abs().max() < 1e-5
+
+
+def test_every_format_gets_the_same_file_mode(tmp_path):
+    ckpt = _checkpoint(tmp_path, "resnet18")
+    outs = {"torchvision": "tv.pth", "timm": "timm.pth", "detectron2": "d2.pkl", "safetensors": "hub"}
+    for fmt, out in outs.items():
+        main(["export", "--checkpoint", str(ckpt), "--format", fmt, "--out", str(tmp_path / out)])
+    files = [tmp_path / "tv.pth", tmp_path / "timm.pth", tmp_path / "d2.pkl", tmp_path / "hub/model.safetensors",
+             tmp_path / "hub/config.json"]
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
+    assert len(set(modes.values())) == 1, modes

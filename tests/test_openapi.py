@@ -19,7 +19,7 @@ from genview.store import ObjectStore
 from services.generator.app import create_app as generator_app
 from services.scorer.app import create_app as scorer_app
 
-BINARY = {"/views/{key}", "/inputs/{sha}", "/gallery"}  # images and an HTML page: typed by media type
+BINARY = {"/views/{key}", "/inputs/{sha}", "/gallery", "/playground"}  # images, HTML pages: typed by media type
 
 
 def _settings(tmp_path) -> Settings:

@@ -21,6 +21,7 @@ CONFIG = "config.yaml"
 LAST = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
+PICTURES = "pictures"  # PNG pictures of training (trainer/pictures.py)
 EPOCH_CHECKPOINT = re.compile(r"checkpoint-epoch(\d+)\.pt$")
 
 
@@ -128,11 +129,12 @@ class RunFolder:
             (self.local / METRICS).write_bytes(self.fs.cat_file(self.path(METRICS)))
 
     def sync_logs(self) -> None:
-        """Remote run: copy the local metrics and TensorBoard logs to the run folder."""
+        """Remote run: copy the local metrics, TensorBoard logs and pictures to the run folder."""
         if not self.remote:
             return
         if (self.local / METRICS).exists():
             self.write(METRICS, (self.local / METRICS).read_bytes())
-        for event in (self.local / TENSORBOARD).rglob("*"):
-            if event.is_file():
-                self.write(f"{TENSORBOARD}/{event.relative_to(self.local / TENSORBOARD)}", event.read_bytes())
+        for folder in (TENSORBOARD, PICTURES):
+            for file in (self.local / folder).rglob("*"):
+                if file.is_file():
+                    self.write(f"{folder}/{file.relative_to(self.local / folder)}", file.read_bytes())

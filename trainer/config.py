@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from genview.method.noise import NoisePolicy, parse_noise_policy
 from trainer.backbones import ARCHS
 from trainer.checkpoint import RunFolder
+from trainer.data import default_loader_workers
+from trainer.loggers import add_logger_argument
 from trainer.methods import METHODS, MethodConfig, method_config
 from trainer.precision import DTYPES
 
@@ -69,6 +71,7 @@ class RunConfig(BaseModel):
     val_data: str | None
     knn_every: int
     knn_size: int
+    logger: str
 
     def record(self) -> dict:
         """What config.yaml (and each checkpoint) records: every option of the run, none of this invocation's."""
@@ -173,13 +176,15 @@ def _views(p: argparse.ArgumentParser) -> None:
 
 def _machine(p: argparse.ArgumentParser) -> None:
     """Processes, device, seeds and the kNN monitor."""
-    p.add_argument("--workers", type=int, default=4, help="data loader processes per rank")
+    p.add_argument("--workers", type=int, default=default_loader_workers(4),
+                   help="data loader processes per rank (default: 4, at most the CPU count)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--val-data", help="labelled images (class folders) queried by the kNN monitor")
     p.add_argument("--knn-every", type=int, default=1, help="kNN monitor every N epochs (0: off)")
     p.add_argument("--knn-size", type=int, default=10000,
                    help="at most this many images in the kNN bank (a fixed sample of the training set) and queries")
+    add_logger_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

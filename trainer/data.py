@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed
 from torch.utils.data import Dataset
 
-from genview.image_files import list_images, read_bytes
+from genview.image_files import read_bytes, relative_to, require_images, source_root
 from genview.training.pairs import decode
 from trainer import dist
+
+
+def default_loader_workers(cap: int) -> int:
+    """Data loader processes by default: `cap`, but never more than the CPUs this process may use."""
+    return max(1, min(cap, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @dataclass
@@ -28,12 +34,9 @@ class ImageSet:
 
 def image_set(source: str) -> ImageSet:
     """List a folder/URL/file list; `root/<class>/…/img` with two or more classes gives labels."""
-    paths = list_images(source)
-    if not paths:
-        raise ValueError(f"no images (.png/.jpg/.jpeg/.webp) in {source}")
-    root = source.rstrip("/")
-    parents = [p[len(root):].lstrip("/").split("/")[0] if p.startswith(root) and "/" in p[len(root) + 1:] else None
-               for p in paths]
+    paths, root = require_images(source), source_root(source)
+    relative = [relative_to(root, p) for p in paths]
+    parents = [r.split("/")[0] if r is not None and "/" in r else None for r in relative]
     classes = sorted({c for c in parents if c is not None})
     if len(classes) < 2 or None in parents:
         return ImageSet(paths, None, [])

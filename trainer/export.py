@@ -12,12 +12,12 @@ import json
 import pickle
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import save_file
+if TYPE_CHECKING:  # torch is imported by the functions that need it: `genview export --help` stays fast
+    import torch
 
-from genview.training.augment import MEAN, STD
-from trainer.eval.backbone import LoadedBackbone
+    from trainer.eval.backbone import LoadedBackbone
 
 FORMATS = ("torchvision", "timm", "detectron2", "safetensors")
 DETECTRON2_ARCHS = ("resnet18", "resnet50")
@@ -50,13 +50,20 @@ def detectron2_model(state: dict[str, torch.Tensor]) -> dict:
 
 def model_config(loaded: LoadedBackbone) -> dict:
     """The config.json next to safetensors weights."""
+    from genview.training.augment import MEAN, STD
+
     return {"arch": loaded.arch, "timm_name": timm_name(loaded), "timm_kwargs": loaded.vit_options,
             "method": loaded.method, "epochs": loaded.epochs, "image_size": loaded.image_size,
             "source_checkpoint": loaded.checkpoint, "mean": list(MEAN), "std": list(STD)}
 
 
 def export(loaded: LoadedBackbone, fmt: str, out: Path) -> list[Path]:
-    """Write the backbone in `fmt` to `out` (a file; a folder for safetensors) and return the files written."""
+    """Write the backbone in `fmt` to `out` (a file; a folder for safetensors) and return the files written.
+
+    Every file is written through open(), so all formats get the same mode (0666 less the umask)."""
+    import torch
+    from safetensors.torch import save
+
     state = backbone_state(loaded)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("torchvision", "timm"):
@@ -69,6 +76,6 @@ def export(loaded: LoadedBackbone, fmt: str, out: Path) -> list[Path]:
             pickle.dump(detectron2_model(state), f)
         return [out]
     out.mkdir(parents=True, exist_ok=True)
-    save_file(state, out / "model.safetensors", metadata={"format": "pt", "arch": loaded.arch})
+    (out / "model.safetensors").write_bytes(save(state, metadata={"format": "pt", "arch": loaded.arch}))
     (out / "config.json").write_text(json.dumps(model_config(loaded), indent=2) + "\n")
     return [out / "model.safetensors", out / "config.json"]

@@ -6,17 +6,17 @@
 4. the method's per-sample loss (Eq. 2–4);
 5. the weighted loss (Eq. 14), checked for finiteness, one optimizer step, logged.
 
-At each epoch's end: the kNN monitor, the view counts summed over ranks, the checkpoint, the epoch's line, then
-the epoch-end hooks (rank 0) with what the epoch trained on (`EpochSamples`).
+At each epoch's end: the kNN monitor, the view counts summed over ranks, the checkpoint, the pictures of what the
+epoch trained on (rank 0, `trainer/pictures.py`), the epoch's line.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from genview.method.losses import weighted_loss
 from genview.training.augment import normalise
+from genview.method.quality import PairQuality
 from genview.training.quality import QualityScorer, to_pairs
 from genview.training.views import ViewMissing
 from trainer import dist
@@ -32,6 +33,7 @@ from trainer.checkpoint import set_rng_state
 from trainer.knn_monitor import KnnMonitor
 from trainer.methods import MethodConfig
 from trainer.optim import NonFiniteGuard
+from trainer.pictures import EpochPictures, view_levels
 from trainer.preflight import Placement, Refused
 from trainer.run_log import RunLog
 from trainer.scoring import batch_weights
@@ -60,37 +62,6 @@ class Progress:
         return self.views_fell_back / self.views_wanted if self.views_wanted else 0.0
 
 
-@dataclass
-class EpochSamples:
-    """What one epoch of this rank trained on, handed to the epoch-end hooks (e.g. pictures of training).
-
-    One CPU tensor per step (`torch.cat` gives one entry per sample, in training order): `indices` into the
-    image list (a view source can say which noise level each got), `weights` w (Eq. 13), `generated` (the
-    positive was a generated view), `fell_back` (a wanted view fell back to the original); `sample` is the
-    first batch's crops (before normalisation) and `sample_weights` their weights; `record` the epoch's record."""
-
-    epoch: int
-    record: dict = field(default_factory=dict)
-    indices: list[torch.Tensor] = field(default_factory=list)
-    weights: list[torch.Tensor] = field(default_factory=list)
-    generated: list[torch.Tensor] = field(default_factory=list)
-    fell_back: list[torch.Tensor] = field(default_factory=list)
-    sample: list[torch.Tensor] = field(default_factory=list)
-    sample_weights: torch.Tensor | None = None
-
-    def add(self, batch: Batch, w: torch.Tensor) -> None:
-        crops, index, generated, fell_back = batch
-        if not self.sample:
-            self.sample, self.sample_weights = [c.detach().cpu() for c in crops], w
-        self.indices.append(torch.as_tensor(index))
-        self.weights.append(w)
-        self.generated.append(torch.as_tensor(generated))
-        self.fell_back.append(torch.as_tensor(fell_back))
-
-
-EpochHook = Callable[[EpochSamples], None]
-
-
 def resume(ckpt: dict, model: Model, place: Placement) -> tuple[int, Progress]:
     """Model, optimizer, schedule, precision and RNG as checkpointed; the epoch to continue with and the counters."""
     model.method.load_state_dict(ckpt["model"])
@@ -109,33 +80,31 @@ class Trainer:
     """Trains one rank's model over the epochs of this invocation."""
 
     def __init__(self, place: Placement, method_config: MethodConfig, data: PairData, model: Model,
-                 quality: QualityScorer | None, knn: KnnMonitor | None, run_log: RunLog, progress: Progress,
-                 hooks: Sequence[EpochHook] = ()):
+                 quality: QualityScorer | None, knn: KnnMonitor | None, run_log: RunLog, progress: Progress):
         self.place, self.config, self.method_config = place, place.config, method_config
-        self.data, self.model, self.quality, self.knn, self.log, self.hooks = data, model, quality, knn, run_log, hooks
+        self.data, self.model, self.quality, self.knn, self.log = data, model, quality, knn, run_log
         self.progress = progress
         self.guard = NonFiniteGuard()
         self.scoring = ThreadPoolExecutor(1, thread_name_prefix="scoring")
         self.last_record: dict = {}
+        self.pictures = EpochPictures() if place.rank == 0 else None  # trainer/pictures.py
 
     def train(self, start: int, last: int) -> None:
         """Epochs [start, last); fails the run when more views fell back than --max-fallback-fraction allows."""
         for epoch in range(start, last):
             epoch_start = time.perf_counter()
-            samples = EpochSamples(epoch)
-            loss = self.train_epoch(epoch, samples)
+            loss = self.train_epoch(epoch)
             record = {"epoch": epoch, "step": self.progress.step, "epoch_loss": loss}
             if self.knn and self.knn.due(epoch):
                 record.update(self.knn.measure(self.model.method.backbone, self.place.device,
                                                self.method_config.image_size))
             self.progress.sum_views_over_ranks(self.place.rank)
             record["checkpoint"] = self.save(epoch) if self.place.rank == 0 else None
+            if self.pictures is not None:
+                self.pictures.write(epoch, self.log.tb, self.place.folder.local)
             self.log.epoch_end(record, self.config.epochs, self.progress.views_fell_back,
                                time.perf_counter() - epoch_start)
-            self.last_record = samples.record = record
-            if self.place.rank == 0:
-                for hook in self.hooks:
-                    hook(samples)
+            self.last_record = record
             dist.barrier()
         self._finish(last)
 
@@ -169,13 +138,13 @@ class Trainer:
                           num_workers=data.workers, pin_memory=self.place.device.type == "cuda",
                           persistent_workers=False)
 
-    def train_epoch(self, epoch: int, samples: EpochSamples) -> float:
+    def train_epoch(self, epoch: int) -> float:
         """The epoch's steps under a progress bar; the mean loss."""
         with tqdm(total=self.data.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="step",
                   disable=self.place.rank != 0, leave=False, dynamic_ncols=True) as bar:
             losses = []
             try:
-                for record in self.steps(epoch, iter(self.loader(epoch)), samples):
+                for record in self.steps(epoch, iter(self.loader(epoch))):
                     losses.append(record["loss"])
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}",
                                     img_s=f"{record['images_per_s']:.0f}", gen=f"{record['generated_fraction']:.2f}")
@@ -188,13 +157,13 @@ class Trainer:
         return sum(losses) / len(losses)
 
     def score(self, batch: Batch | None) -> Future | None:
-        """Step 3 ahead of time: q of the batch's pairs, scored in the background (None: all weights 1)."""
+        """Step 3 ahead of time: the batch's pair scores (q, s_f, s_b), in the background (None: all weights 1)."""
         if batch is None:
             return None
         crops = batch[0]
-        return self.scoring.submit(lambda: self.quality.q(to_pairs(crops[0], crops[1])) if self.quality else None)
+        return self.scoring.submit(lambda: self.quality.scores(to_pairs(crops[0], crops[1])) if self.quality else None)
 
-    def steps(self, epoch: int, batches: Iterator[Batch], samples: EpochSamples) -> Iterator[dict]:
+    def steps(self, epoch: int, batches: Iterator[Batch]) -> Iterator[dict]:
         """Batch k trains while batch k+1 is scored and the views of later batches are fetched; each step's record."""
         data_wait = time.perf_counter()
         current = next(batches)  # step 2: the loader's pairs
@@ -206,8 +175,8 @@ class Trainer:
             data_wait += time.perf_counter() - start
             next_scored = self.score(upcoming)
             start = time.perf_counter()
-            q = scored.result()
-            record = self.train_step(epoch, current, q, samples, data_wait, time.perf_counter() - start)
+            scores = scored.result()
+            record = self.train_step(epoch, current, scores, data_wait, time.perf_counter() - start)
             if self.data.prefetcher is not None:  # step 1: the views of later batches
                 self.data.prefetcher.advance((k + 1) * self.place.batch)
                 if self.data.prefetcher.failure:
@@ -215,14 +184,19 @@ class Trainer:
             current, scored, data_wait = upcoming, next_scored, 0.0
             yield record
 
-    def train_step(self, epoch: int, batch: Batch, q: torch.Tensor | None, samples: EpochSamples,
+    def train_step(self, epoch: int, batch: Batch, scores: PairQuality | None,
                    data_wait: float, score_wait: float) -> dict:
         """Steps 3–5 on one batch of pairs: weights, per-sample loss, weighted loss; one optimizer step; logged."""
         start = time.perf_counter()
-        crops, _, generated, fell_back = batch
+        crops, index, generated, fell_back = batch
         place, model = self.place, self.model
+        q = None if scores is None else scores.q
         w_cpu = batch_weights(q, place.batch, self.config.gamma, self.config.global_weights)  # 3. w (Eq. 13)
         w = w_cpu.to(place.device)
+        if self.pictures is not None:
+            dataset = self.data.dataset
+            levels = view_levels(getattr(dataset, "source", None), getattr(dataset, "paths", ()), index, generated)
+            self.pictures.add_batch(crops[0], crops[1], w_cpu, generated, levels, scores)
         memory = torch.channels_last if self.method_config.family == "resnet" else torch.contiguous_format
         crops = [normalise(c.to(place.device, non_blocking=True)).contiguous(memory_format=memory) for c in crops]
         lr = model.schedule.get_last_lr()[0]
@@ -233,7 +207,6 @@ class Trainer:
         step_time = time.perf_counter() - start
         self.progress.views_wanted += int((generated | fell_back).sum())
         self.progress.views_fell_back += int(fell_back.sum())
-        samples.add(batch, w_cpu)
         record = {"step": self.progress.step, "epoch": epoch, "loss": loss.item(), "lr": lr,
                   "w_mean": w.mean().item(), "w_min": w.min().item(), "w_max": w.max().item(),
                   "generated_fraction": generated.float().mean().item(), "fallbacks": int(fell_back.sum()),

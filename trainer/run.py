@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from trainer import build, dist
 from trainer.config import RunConfig, parse_args
 from trainer.data import ImageSet, shared_image_set
 from trainer.knn_monitor import KnnMonitor
-from trainer.loop import EpochHook, Progress, Trainer, resume
+from trainer.loop import Progress, Trainer, resume
 from trainer.methods import MethodConfig
 from trainer.preflight import Placement, Refused, preflight
 from trainer.run_log import RunLog
@@ -32,7 +31,7 @@ from trainer.run_log import RunLog
 log = logging.getLogger("genview.trainer")
 
 
-def train(config: RunConfig, resources: ExitStack, hooks: Sequence[EpochHook] = ()) -> None:
+def train(config: RunConfig, resources: ExitStack) -> None:
     """One rank's run: its parts built from the config (each closed by `resources`), then the epochs."""
     started = time.perf_counter()
     resources.callback(dist.teardown)
@@ -49,7 +48,7 @@ def train(config: RunConfig, resources: ExitStack, hooks: Sequence[EpochHook] = 
     start, progress = resume(ckpt, model, place) if ckpt else (0, Progress())
     run_log = RunLog.open(place.folder, config.record(), progress.step, place.rank, started)
     resources.callback(run_log.close)
-    trainer = Trainer(place, method_config, data, model, quality, knn, run_log, progress, hooks)
+    trainer = Trainer(place, method_config, data, model, quality, knn, run_log, progress)
     resources.callback(trainer.close)
     if place.rank == 0:
         log.info("run %s: %s/%s, %d rank(s) × batch %d on %s, %s, store %s", place.folder.describe(),
@@ -78,14 +77,14 @@ def inputs(place: Placement, resources: ExitStack) -> tuple[ViewSource | None, I
     return source, images, quality, knn
 
 
-def main(argv: list[str] | None = None, hooks: Sequence[EpochHook] = ()) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Exit status 0 (also: a finished run asked to resume), 1 (a service, view or the run failed), 2 (usage)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = parse_args(argv)
     try:
         with ExitStack() as resources:
-            train(config, resources, hooks)
+            train(config, resources)
     except (Refused, SourceNotReady, ViewMissing) as exc:
         code = exc.code if isinstance(exc, Refused) else 1
         message = str(exc)

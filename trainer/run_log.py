@@ -8,6 +8,7 @@ import sys
 import time
 
 from trainer.checkpoint import METRICS, TENSORBOARD, RunFolder
+from trainer.loggers import open_logger
 
 
 class RunLog:
@@ -22,8 +23,6 @@ class RunLog:
         run_log = cls(folder, rank == 0, started)
         if not run_log.writing:
             return run_log
-        from torch.utils.tensorboard import SummaryWriter
-
         folder.write_config(config)
         folder.fetch_logs()
         path = folder.local / METRICS
@@ -31,7 +30,7 @@ class RunLog:
             kept = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
             path.write_text("".join(line + "\n" for line in kept))
         run_log.metrics = open(path, "a")
-        run_log.tb = SummaryWriter(folder.local / TENSORBOARD)
+        run_log.tb = open_logger(config["logger"], folder.local / TENSORBOARD, config)
         return run_log
 
     def write(self, record: dict) -> None:

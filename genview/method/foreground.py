@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from genview.method.pca import FG_FRACTION, PCABasis, per_image_projections
+from genview.method.defaults import FG_FRACTION
+from genview.method.pca import PCABasis, per_image_projections
 
 
 def foreground_mask(tokens: Tensor, basis: PCABasis) -> Tensor:

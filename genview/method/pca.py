@@ -16,7 +16,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-FG_FRACTION = 0.4  # share of all sampled tokens that are foreground: a = 60th percentile (official code)
+from genview.method.defaults import FG_FRACTION
+
 
 
 @dataclass(frozen=True, eq=False)

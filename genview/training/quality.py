@@ -10,6 +10,7 @@ import torch
 
 from genview.basis import PER_IMAGE, BasisCache, save_basis
 from genview.client import ScorerClient
+from genview.method.quality import PairQuality
 from genview.pca_fit import fit_basis, sample_paths
 from genview.store import ObjectStore
 from genview.training.views import SourceNotReady, fit_service_basis, ready_check
@@ -70,11 +71,16 @@ class QualityScorer:
 
         return cls(local=PairScorer(encoder), basis=basis)
 
+    def scores(self, pairs: torch.Tensor) -> PairQuality:
+        """s_f, s_b (Eq. 11) and q (Eq. 12), each [B], of uint8 pairs [B, 2, H, W, 3]."""
+        if self.client is not None:
+            result = self.client.score_batch(pairs, jpeg_quality=SERVICE_JPEG_QUALITY)
+            return PairQuality(torch.tensor(result.s_f), torch.tensor(result.s_b), torch.tensor(result.q))
+        return self.local.score(pairs, self.basis)
+
     def q(self, pairs: torch.Tensor) -> torch.Tensor:
         """Quality scores q [B] (Eq. 12) of uint8 pairs [B, 2, H, W, 3]."""
-        if self.client is not None:
-            return torch.tensor(self.client.score_batch(pairs, jpeg_quality=SERVICE_JPEG_QUALITY).q)
-        return self.local.score(pairs, self.basis).q
+        return self.scores(pairs).q
 
     def close(self) -> None:
         if self.client is not None:

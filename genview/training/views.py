@@ -23,7 +23,7 @@ import httpx
 from genview.client import GeneratorClient, ServiceClient, ServiceUnavailable
 from genview.dataset_gen import read_manifest
 from genview.basis import PER_IMAGE, uses_fitted_basis
-from genview.image_files import read_bytes
+from genview.image_files import read_bytes, relative_to, source_root
 from genview.method.noise import NoisePolicy
 from genview.store import ObjectStore, params_hash, sha256_hex
 
@@ -80,6 +80,7 @@ class ServiceViewSource:
         self.policy = policy
         self.client = GeneratorClient(url, api_key=api_key, retries=retries)
         self.phash: str | None = None
+        self.levels: dict[str, int] = {}  # noise level of each view fetched by this process, by image path
 
     def check(self) -> None:
         """The generator answers `/readyz`; its model and basis become part of every content key."""
@@ -104,7 +105,12 @@ class ServiceViewSource:
 
     def fetch(self, path: str, image: bytes) -> bytes:
         doc = self.client.generate(image, **asdict(self.request))
+        self.levels[path] = doc.noise_level
         return self.client.view(doc.views[0].key)
+
+    def level(self, path: str) -> int | None:
+        """The noise level of this image's view, when this process fetched it."""
+        return self.levels.get(path)
 
     def close(self) -> None:
         self.client.close()
@@ -146,11 +152,11 @@ class ManifestViewSource:
 
     def __init__(self, manifest: str, data_root: str, store: ObjectStore, check_first: int = 8):
         self.manifest, self.store, self.check_first = manifest, store, check_first
-        self.root = data_root.rstrip("/")
+        self.root = source_root(data_root)
         self.rows = read_manifest(manifest)
 
     def relative(self, path: str) -> str:
-        return path[len(self.root):].lstrip("/") if path.startswith(self.root) else path
+        return relative_to(self.root, path) or path
 
     def check(self) -> None:
         """The manifest has rows and the store holds the views of its first rows."""
@@ -168,6 +174,11 @@ class ManifestViewSource:
     def key(self, path: str, image: bytes) -> str:
         row = self.rows.get(self.relative(path))
         return content_key(image, view_phash(row.views[0]) if row else "no-row")
+
+    def level(self, path: str) -> int | None:
+        """The noise level of this image's view, from its manifest row."""
+        row = self.rows.get(self.relative(path))
+        return None if row is None else row.noise_level
 
     def fetch(self, path: str, image: bytes) -> bytes:
         row = self.rows.get(self.relative(path))

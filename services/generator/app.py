@@ -20,6 +20,7 @@ from services.app import base_app
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.generator.gallery import add_gallery_route
+from services.playground import playground_router
 from services.generator.jobs import cache_job_id, meta_key
 from services.generator.wiring import QUEUE_NAME, open_generator_queue
 from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fit_payload
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
     app, metrics = base_app("generator", DESCRIPTION, settings, {QUEUE_NAME: queue}, store, body_limits(settings))
     app.include_router(generator_router(settings, queue, store, metrics))
     add_gallery_route(app, TenantScopedStore(store))
+    app.include_router(playground_router())
     return app
 
 

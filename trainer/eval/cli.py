@@ -1,22 +1,38 @@
-"""`genview eval linear|knn|semi` and `genview export` (also `python -m trainer.eval …`)."""
+"""`genview eval linear|knn|semi` and `genview export` (also `python -m trainer.eval …`).
+
+A protocol's module (torch, the backbones) is imported only when that protocol is parsed, so the command tree
+and `genview eval --help` stay fast."""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
+import importlib.util
 import logging
+from functools import partial
 from pathlib import Path
 
-from trainer import dist
-from trainer.eval import knn, linear, semi
-from trainer.eval.backbone import load_backbone
-from trainer.export import FORMATS, export
+from genview.cli import LazyParser
 
-PROTOCOLS = {"linear": linear, "knn": knn, "semi": semi}
+PROTOCOLS = ("linear", "knn", "semi")
+
+
+def _protocol(name: str):
+    return importlib.import_module(f"trainer.eval.{name}")
+
+
+def _summary(name: str) -> str:
+    """The first line of a protocol module's docstring, read from its source without importing it."""
+    source = Path(importlib.util.find_spec(f"trainer.eval.{name}").origin).read_text()
+    return ast.get_docstring(ast.parse(source)).splitlines()[0].replace("%", "%%")  # argparse %-formats help
 
 
 def _run_protocol(args: argparse.Namespace) -> None:
+    from trainer import dist
+
     try:
-        PROTOCOLS[args.protocol].run(args)
+        _protocol(args.protocol).run(args)
     finally:
         if dist.is_distributed():
             import torch.distributed
@@ -25,30 +41,46 @@ def _run_protocol(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from trainer.eval.backbone import load_backbone
+    from trainer.export import export
+
     for path in export(load_backbone(args.checkpoint), args.format, Path(args.out)):
         print(path)
 
 
-def register(subparsers) -> None:
-    """Add `eval {linear,knn,semi}` and `export` to a command tree (argparse sub-parsers)."""
-    ev = subparsers.add_parser("eval", help="evaluate a trained backbone (linear probe, kNN, semi-supervised)")
-    protocols = ev.add_subparsers(dest="protocol", required=True)
-    for name, module in PROTOCOLS.items():
-        summary = module.__doc__.splitlines()[0].replace("%", "%%")  # argparse %-formats help (not descriptions)
-        p = protocols.add_parser(name, help=summary, description=module.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
-        p.set_defaults(func=_run_protocol)
-    ex = subparsers.add_parser("export", help="write a run's backbone for torchvision, timm, detectron2 or the hub")
+def _protocol_options(name: str, p: argparse.ArgumentParser) -> None:
+    module = _protocol(name)
+    p.description, p.formatter_class = module.__doc__, argparse.RawDescriptionHelpFormatter
+    module.add_arguments(p)
+    p.set_defaults(func=_run_protocol)
+
+
+def _eval_options(ev: argparse.ArgumentParser) -> None:
+    protocols = ev.add_subparsers(dest="protocol", required=True, parser_class=LazyParser)
+    for name in PROTOCOLS:
+        protocols.add_parser(name, help=_summary(name), build=partial(_protocol_options, name))
+
+
+def _export_options(ex: argparse.ArgumentParser) -> None:
+    from trainer.export import FORMATS
+
     ex.add_argument("--checkpoint", required=True)
     ex.add_argument("--format", required=True, choices=FORMATS)
     ex.add_argument("--out", required=True, help="file (.pth / .pkl), or a folder for safetensors + config.json")
     ex.set_defaults(func=_export)
 
 
+def register(subparsers) -> None:
+    """Add `eval {linear,knn,semi}` and `export` to a command tree (sub-parsers of `LazyParser`)."""
+    subparsers.add_parser("eval", help="evaluate a trained backbone (linear probe, kNN, semi-supervised)",
+                          build=_eval_options)
+    subparsers.add_parser("export", help="write a run's backbone for torchvision, timm, detectron2 or the hub",
+                          build=_export_options)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m trainer.eval", description=__doc__)
-    register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True, parser_class=LazyParser))
     args = parser.parse_args(argv)
     args.func(args)

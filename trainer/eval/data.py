@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torchvision.transforms import v2
 
-from genview.image_files import list_images
+from genview.image_files import relative_to, require_images, source_root
 from genview.training.augment import eval_transform
 from trainer.data import EvalDataset
 
@@ -29,10 +29,9 @@ class Labelled:
 def labelled_folder(root: str, classes: list[str] | None = None) -> Labelled:
     """The images of `root/<class>/…`, labelled by class folder; `classes` fixes the index of each class name
     (a validation folder takes the training folder's classes)."""
-    base = root.rstrip("/")
-    paths = list_images(root)
-    relative = [p[len(base):].lstrip("/") for p in paths]
-    if not paths or any("/" not in r for r in relative):
+    paths, base = require_images(root), source_root(root)
+    relative = [relative_to(base, p) or p for p in paths]
+    if any("/" not in r for r in relative):
         raise SystemExit(f"{root}: expected images in class folders (root/<class>/image)")
     names = [r.split("/", 1)[0] for r in relative]
     classes = classes or sorted(set(names))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trainer.backbones import ARCHS
+from trainer.data import default_loader_workers
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -15,6 +16,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", required=True, help="labelled validation images with the same class folders")
     p.add_argument("--out", default=".", help="folder for eval_<protocol>.json")
     p.add_argument("--batch-size", type=int, default=256, help="global batch (split over torchrun ranks)")
-    p.add_argument("--workers", type=int, default=8, help="data loader processes per rank")
+    p.add_argument("--workers", type=int, default=default_loader_workers(8),
+                   help="data loader processes per rank (default: 8, at most the CPU count)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
