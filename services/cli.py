@@ -6,7 +6,6 @@ Every process logs one start-up line (role, model, device, queue, store, version
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
@@ -17,8 +16,6 @@ from genview.settings import Settings, get_settings, package_version
 
 log = logging.getLogger("genview")
 PORTS = {"generator": 8000, "scorer": 8001}
-# Other owners' command groups, registered when their module is present: (module, function).
-EXTRA_COMMANDS = [("genview.batch.cli", "register"), ("trainer.eval.cli", "register")]
 QUIET_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
 
 
@@ -56,13 +53,35 @@ def _serve_http(app, args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=settings.access_log)
 
 
+def create_app(service: str, settings: Settings):
+    """The HTTP app of one service (imported here, on use: the other commands need no FastAPI)."""
+    if service == "generator":
+        from services.generator.app import create_app as create_generator_app
+
+        return create_generator_app(settings)
+    from services.scorer.app import create_app as create_scorer_app
+
+    return create_scorer_app(settings)
+
+
+def build_worker(service: str, settings: Settings):
+    """The worker of one service, with its model loaded."""
+    if service == "generator":
+        from services.generator.wiring import build_worker as build_generator_worker
+
+        return build_generator_worker(settings)
+    from services.scorer.wiring import build_worker as build_scorer_worker
+
+    return build_scorer_worker(settings)
+
+
 def api_command(service: str):
     """`genview {service}-api`: the HTTP API of one service."""
 
     def run(args: argparse.Namespace) -> None:
         settings = get_settings()
         log.info(startup_line(f"{service}-api", settings))
-        _serve_http(importlib.import_module(f"services.{service}.app").create_app(settings), args, settings)
+        _serve_http(create_app(service, settings), args, settings)
 
     return run
 
@@ -73,7 +92,7 @@ def worker_command(service: str):
     def run(args: argparse.Namespace) -> None:
         settings = get_settings()
         log.info(startup_line(f"{service}-worker", settings))
-        worker = importlib.import_module(f"services.{service}.wiring").build_worker(settings)
+        worker = build_worker(service, settings)
         if settings.worker_metrics_port and worker.registry is not None:
             from prometheus_client import start_http_server
 
@@ -117,8 +136,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree: library, services, and whatever trainer/batch command groups are installed."""
+    """The whole command tree: library, batch, services and trainer commands."""
     from genview import cli as library
+    from genview.batch import cli as batch
+    from trainer.eval import cli as trainer_eval
 
     parser = argparse.ArgumentParser(prog="genview", description="GenView services and tools. "
                                      "Configuration comes from GENVIEW_* environment variables.")
@@ -126,14 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     library.register(sub)
     register(sub)
-    for module, function in EXTRA_COMMANDS:
-        try:
-            extra = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):  # that group is not there (yet): skip it
-                continue
-            raise
-        getattr(extra, function)(sub)
+    batch.register(sub)
+    trainer_eval.register(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from genview.batch.shards import FG_MAP, ORIGINAL, RECORD, ShardRecord, iter_samples
-from genview.store import ObjectStore, validate_key, view_key
+from genview.store import ObjectStore, fg_map_key, view_key
 
 
 def export_official(shards: str, out_dir: str) -> int:
@@ -37,7 +37,7 @@ def gallery_rows(shards: str, limit: int) -> tuple[list[dict], ObjectStore, dict
         for i, name in enumerate(record.views):
             views.append(view_key(record.sha256, record.params_hash, i, name.rsplit(".", 1)[1]))
             store.put(views[-1], sample[name])
-        fg_map = validate_key(f"views/{record.sha256}/{record.params_hash}/{FG_MAP}")
+        fg_map = fg_map_key(record.sha256, record.params_hash)
         store.put(fg_map, sample[FG_MAP])
         if ORIGINAL in sample:
             originals[record.key] = sample[ORIGINAL]

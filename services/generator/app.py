@@ -15,7 +15,7 @@ from genview.models.presets import encoder_id
 from genview.queue import DONE, FAILED, Job, JobQueue
 from genview.schemas import BasisInfo, FitBasisJob, GenerationParams, GenerationResult, JobDocument
 from genview.settings import Settings, get_settings
-from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, validate_key, view_meta_key
+from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
 from services.app import base_app
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
@@ -217,7 +217,7 @@ def generator_router(settings: Settings, queue: JobQueue, store: ObjectStore, me
         304: {"description": "not modified (ETag)"}, **error_responses(400, 404)})
     async def get_view(request: Request, tenant: Tenant, key: Annotated[str, Path(max_length=400)]):
         """A generated view or foreground map; immutable, with an ETag."""
-        full = validate_key(f"views/{key}")
+        full = view_key_at(key)
         media_type = VIEW_TYPES.get(full.rsplit(".", 1)[-1])
         if media_type is None:
             raise ApiError(400, "invalid_key", f"view keys end in one of {sorted(VIEW_TYPES)}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from genview.schemas import GenerationParams
-from genview.store import validate_key, view_meta_key
+from genview.store import fg_map_key as stored_fg_map_key
+from genview.store import view_meta_key
 
 
 def meta_key(sha: str, params: GenerationParams) -> str:
@@ -13,7 +14,7 @@ def meta_key(sha: str, params: GenerationParams) -> str:
 
 def fg_map_key(sha: str, params: GenerationParams) -> str:
     """Where the foreground map of (input, params) lives (a PNG, served by /views like the views)."""
-    return validate_key(f"views/{sha}/{params.hash}/fg.png")
+    return stored_fg_map_key(sha, params.hash)
 
 
 def cache_job_id(sha: str, params: GenerationParams) -> str:

@@ -8,6 +8,7 @@ import logging
 import torch
 
 from genview.basis import PER_IMAGE, BasisCache
+from genview.images import MAX_PIXELS
 from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
 from genview.schemas import PairScores
@@ -24,7 +25,7 @@ class ScorerWorker:
     """Turns scoring jobs (a stored pairs tensor each) into stored PairScores documents."""
 
     def __init__(self, scorer: PairScorer, queue: JobQueue, store: ObjectStore, basis_refresh_s: float = 10.0,
-                 fg_fraction: float | None = None, max_pixels: int = 40_000_000):
+                 fg_fraction: float | None = None, max_pixels: int = MAX_PIXELS):
         self.scorer, self.queue, self.store = scorer, queue, store
         self.bases = BasisCache(store, scorer.encoder.encoder_id, basis_refresh_s)
         self.fit_options = {"max_pixels": max_pixels, **({"fg_fraction": fg_fraction} if fg_fraction else {})}
