@@ -34,7 +34,7 @@ from genview.models.presets import build_random_unclip, write_tiny_tokenizer
 from genview.models.scorer_encoder import ScorerEncoder
 from genview.models.unclip import AdaptiveUnCLIPPipeline, UnclipGenerator
 from genview.queue import MemoryJobQueue
-from genview.schemas import GenerationParams
+from genview.schemas import GenerateJob, GenerationParams, to_queue
 from genview.scoring import PairScorer
 from genview.settings import Settings
 from genview.store import ObjectStore, input_key, sha256_hex
@@ -118,9 +118,9 @@ def worker_path(generator: UnclipGenerator, data: list[bytes], batch: int, steps
         store.put(input_key(sha256_hex(raw)), raw)
 
     def submit(seed: int) -> list[str]:
-        params = GenerationParams(model="bench", noise="auto:per-image", basis="per-image", seed=seed,
+        params = GenerationParams(model="bench", noise_policy="auto:per-image", basis="per-image", seed=seed,
                                   steps=steps, guidance_scale=guidance, size=size)
-        return [queue.submit(params.to_payload(sha256_hex(raw)))[0] for raw in data[:batch]]
+        return [queue.submit(to_queue(GenerateJob(sha=sha256_hex(raw), params=params)))[0] for raw in data[:batch]]
 
     def serve(job_ids: list[str]) -> float:
         """Images/s of the worker loop on jobs already queued (its batches then have the full size)."""

@@ -60,7 +60,7 @@ def cmd_generate_dataset(args: argparse.Namespace) -> None:
     policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
     if parse_noise_policy(policy) == parse_noise_policy("adaptive") and not args.levels_from:
         ensure_basis(client, args.images, args.fit_num, args.seed)
-    stats = generate_dataset(args.images, client, args.manifest, noise_policy=policy,
+    stats = generate_dataset(args.images, client, args.manifest, noise_policy=parse_noise_policy(policy),
                              num_views=args.num_views, seed=args.seed, steps=args.steps, size=args.size,
                              concurrency=args.concurrency, levels_from=args.levels_from)
     print(f"{stats['submitted']} of {stats['images']} images generated in {stats['seconds']:.1f} s -> {args.manifest}")

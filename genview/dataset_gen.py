@@ -14,7 +14,7 @@ from tqdm import tqdm
 from genview.basis import PER_IMAGE
 from genview.client import GeneratorClient
 from genview.image_files import list_images, read_bytes
-from genview.method.noise import adaptive_noise_level, parse_noise_policy
+from genview.method.noise import NoisePolicy, adaptive_noise_level
 from genview.schemas import BasisFitResult, ManifestRow
 from genview.store import sha256_hex
 
@@ -62,7 +62,7 @@ def ensure_basis(client: GeneratorClient, source: str, num: int, seed: int = 0) 
     return client.fit_basis_on(paths, num, seed)
 
 
-def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: str = "adaptive",
+def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: NoisePolicy = NoisePolicy("adaptive"),
                      num_views: int = 1, seed: int = 0, steps: int = 20, size: int = 512, concurrency: int = 8,
                      levels_from: str | None = None, progress: bool = True) -> dict:
     """Request the views of every image not yet in the manifest; append one row per finished image."""
@@ -71,15 +71,15 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
     levels = read_levels(levels_from) if levels_from else {}
     todo = [(p, r) for p, r in zip(paths, rels) if r not in done]
     lock = threading.Lock()
-    policy = parse_noise_policy(noise_policy).spec
 
     def one(path: str, rel: str) -> ManifestRow:
         data = read_bytes(path)
-        level = str(levels[rel][1]) if rel in levels else policy
-        doc = client.generate(data, noise_level=level, num_views=num_views, seed=seed, steps=steps, size=size)
-        return ManifestRow(path=rel, sha256=sha256_hex(data), fg_ratio=levels[rel][0] if rel in levels else doc.fg_ratio,
-                           noise_level=doc.noise_level, views=[v.key for v in doc.views], fg_map=doc.fg_map, seed=seed,
-                           fg_basis=doc.fg_basis)
+        policy = NoisePolicy("constant", levels[rel][1]) if rel in levels else noise_policy
+        result = client.generate(data, noise_policy=policy.spec, num_views=num_views, seed=seed, steps=steps,
+                                 size=size).result
+        return ManifestRow(path=rel, sha256=sha256_hex(data), fg_ratio=levels[rel][0] if rel in levels else result.fg_ratio,
+                           noise_level=result.noise_level, views=[v.key for v in result.views], fg_map=result.fg_map,
+                           seed=seed, fg_basis=result.fg_basis)
 
     start = time.perf_counter()
     with fsspec.open(manifest, "at") as out, ThreadPoolExecutor(concurrency) as pool:

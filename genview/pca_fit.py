@@ -72,7 +72,7 @@ def decode_image(data: bytes, max_pixels: int) -> list:
     return [load_rgb(data, max_pixels)]
 
 
-def run_fit_job(payload: dict, store: ObjectStore, encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
+def run_fit_job(job: FitBasisJob, store: ObjectStore, encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
                 max_pixels: int = MAX_PIXELS, batch_size: int = 16,
                 decode: Callable[[bytes, int], list] = decode_image) -> BasisFitResult:
     """A `fit-basis` queue job: fit on the given input keys (or a seeded sample of `num` stored inputs), save it.
@@ -80,7 +80,6 @@ def run_fit_job(payload: dict, store: ObjectStore, encoder: TokenEncoder, fg_fra
     Inputs that `decode` cannot read are skipped (the store's `inputs/` may hold other kinds of bodies);
     ValueError when none is readable.
     """
-    job = FitBasisJob.model_validate(payload)
     keys = job.keys if job.keys is not None else sample_paths(store.list("inputs"), job.num)
 
     def batches():

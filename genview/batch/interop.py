@@ -41,6 +41,6 @@ def gallery_rows(shards: str, limit: int) -> tuple[list[dict], ObjectStore, dict
         store.put(fg_map, sample[FG_MAP])
         if ORIGINAL in sample:
             originals[record.key] = sample[ORIGINAL]
-        rows.append({"path": record.key, "fg_ratio": record.fg_ratio, "noise_level": record.level,
+        rows.append({"path": record.key, "fg_ratio": record.fg_ratio, "noise_level": record.noise_level,
                      "views": views, "fg_map": fg_map})
     return rows, store, originals
