@@ -53,8 +53,9 @@ def cmd_fit_pca(args: argparse.Namespace) -> None:
 
 def cmd_generate_dataset(args: argparse.Namespace) -> None:
     from genview.client import GeneratorClient
-    from genview.dataset_gen import ensure_basis, export_official, generate_dataset
+    from genview.dataset_gen import ensure_basis, generate_dataset, manifest_views
     from genview.method.noise import parse_noise_policy
+    from genview.official import export_official
 
     client = GeneratorClient(args.generator_url, api_key=args.api_key)
     policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
@@ -65,7 +66,7 @@ def cmd_generate_dataset(args: argparse.Namespace) -> None:
                              concurrency=args.concurrency, levels_from=args.levels_from)
     print(f"{stats['submitted']} of {stats['images']} images generated in {stats['seconds']:.1f} s -> {args.manifest}")
     if args.export_official:
-        n = export_official(args.manifest, client, args.export_official)
+        n = export_official(manifest_views(args.manifest, client), args.export_official)
         print(f"exported {n} views and fg_ratios.txt to {args.export_official}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 
 import fsspec
 import torch
@@ -15,6 +14,7 @@ from genview.basis import PER_IMAGE
 from genview.client import GeneratorClient
 from genview.image_files import list_images, read_bytes
 from genview.method.noise import NoisePolicy, adaptive_noise_level
+from genview.official import OfficialView
 from genview.schemas import BasisFitResult, ManifestRow
 from genview.store import sha256_hex
 
@@ -94,16 +94,7 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
     return {"images": len(paths), "submitted": len(todo), "seconds": time.perf_counter() - start}
 
 
-def export_official(manifest: str, client: GeneratorClient, out_dir: str) -> int:
-    """Write `train_variations/<path>` (first view) and `fg_ratios.txt` as the official training configs expect."""
-    rows = sorted(read_manifest(manifest).values(), key=lambda r: r.path)
-    root = Path(out_dir)
-    for row in rows:
-        target = root / "train_variations" / row.path
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(client.view(row.views[0]))
-            tmp.replace(target)
-    (root / "fg_ratios.txt").write_text("".join(f"{r.path} {r.fg_ratio}\n" for r in rows))
-    return len(rows)
+def manifest_views(manifest: str, client: GeneratorClient) -> list[OfficialView]:
+    """The manifest's images for `export_official`, their first views read from the generator."""
+    return [OfficialView(row.path, row.fg_ratio, lambda row=row: client.view(row.views[0]))
+            for row in read_manifest(manifest).values()]

@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 from genview.batch.shards import (ORIGINAL, RECORD, SHARD_NAME, ShardIndex, ShardOutput, ShardRecord, ShardSample,
                                   read_index, read_sample_at, view_field)
-from genview.batch.interop import export_official, gallery_rows
+from genview.batch.interop import gallery_rows, shard_views
+from genview.official import export_official
 from genview.gallery import HEADER_H, PAD, grid_size, render_grid
 from genview.schemas import GenerationParams
 from genview.training.pairs import Crop
@@ -129,7 +130,7 @@ def test_no_shards_is_a_clear_error(tmp_path):
 
 def test_export_official_from_shards(tmp_path):
     out = write(tmp_path, shards=2, per_shard=3)
-    n = export_official(out.url, str(tmp_path / "official"))
+    n = export_official(shard_views(out.url), str(tmp_path / "official"))
     assert n == 6
     written = sorted(str(p.relative_to(tmp_path / "official" / "train_variations"))
                      for p in (tmp_path / "official").rglob("*.png"))

@@ -1,32 +1,143 @@
-"""The generator's routes: `/generate`, `/jobs`, `/views/{key}`, `/basis` and `/basis/fit`."""
+"""The generator's routes (`/generate`, `/jobs`, `/views/{key}`, `/basis`, `/basis/fit`) and the job logic under
+them: cache look-up, submission, visibility and the job documents."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from genview.basis import PER_IMAGE, BasisRequired, require_basis
-from genview.method.noise import MAX_NOISE_LEVEL, parse_noise_policy
-from genview.queue import DONE, FAILED
-from genview.schemas import BasisInfo, FitBasisRequest, FitJobDocument, GenerationJobDocument
-from genview.store import ObjectNotFound, input_key, sha256_hex, view_key_at
+from genview.basis import PER_IMAGE, BasisRequired, require_basis, uses_fitted_basis
+from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
+from genview.queue import DONE, FAILED, Job
+from genview.schemas import (BasisInfo, FitBasisRequest, FitJobDocument, GenerateJob, GenerationJobDocument,
+                             GenerationParams, GenerationResult, to_queue)
+from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
 from genview.view_encoding import MEDIA_TYPES, media_type
 from services import basis_routes
 from services.auth import Tenant
-from services.errors import GUARDED, ApiError, error_responses
-from services.generator import jobs
+from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import check_capacity
 from services.limits import single_valued_form
-from services.state import Generator
+from services.state import Generator, ServiceState
 from services.uploads import check_image, read_upload
 
 ACCEPTED = {202: {"model": GenerationJobDocument, "description": "accepted, not finished yet (see Location)"}}
 POLICY_HELP = (f"'auto' (adaptive, Eq. 8; needs a fitted basis), 'auto:per-image', 'random', 'constant:L' or "
                f"0–{MAX_NOISE_LEVEL}")
 router = APIRouter(tags=["generate"], responses=GUARDED)
+
+
+CACHE_ID = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")  # the job id of a cached answer: `cache_job_id`
+
+
+def meta_key(sha: str, params: GenerationParams) -> str:
+    """Where the result document of (input, params) lives."""
+    return view_meta_key(sha, params.hash)
+
+
+def cache_job_id(sha: str, params: GenerationParams) -> str:
+    """The job id under which a cached result is reported (no queue job exists for it)."""
+    return f"{sha}.{params.hash}"
+
+
+def document(service: ServiceState, job_id: str, status: str, result: GenerationResult | None, cached: bool,
+             error: str | None = None, job: Job | None = None) -> GenerationJobDocument:
+    """The job document, view URLs from the configured public base URL (never from `Host`)."""
+    if result is not None:
+        result = result.model_copy(update={"views": [v.model_copy(update={"url": service.urls.view(v.key)})
+                                                     for v in result.views]})
+    times = {"created": job.created, "updated": job.updated, "deliveries": job.deliveries} if job else {}
+    return GenerationJobDocument(job_id=job_id, status=status, result=result, cached=cached, error=public_error(error),
+                                 model=service.settings.model, **times)
+
+
+def job_document(service: ServiceState, job: Job) -> GenerationJobDocument:
+    result = GenerationResult.model_validate(job.result) if job.status == DONE and job.result else None
+    return document(service, job.job_id, job.status, result, False, job.error, job)
+
+
+def job_response(service: ServiceState, job: Job) -> Response:
+    """200 with the document when finished, 202 with a Location while queued or running."""
+    done = job.status in (DONE, FAILED)
+    headers = None if done else {"Location": service.urls.path(f"/jobs/{job.job_id}")}
+    return Response(job_document(service, job).model_dump_json(), status_code=200 if done else 202,
+                    media_type="application/json", headers=headers)
+
+
+def views_exist(store: ObjectStore, result: GenerationResult) -> bool:
+    """Cache truth: a result is only served while its views and foreground map are still stored."""
+    return all(store.exists(k) for k in [*(v.key for v in result.views), result.fg_map])
+
+
+def stored_result(store: ObjectStore, key: str) -> GenerationResult | None:
+    """The result document under `key`, or None."""
+    try:
+        return GenerationResult.model_validate_json(store.get(key))
+    except ObjectNotFound:
+        return None
+
+
+def fresh_result(store: ObjectStore, sha: str, params: GenerationParams) -> GenerationResult | None:
+    """The stored result of (input, params) if all its objects exist; a stale one is removed."""
+    result = stored_result(store, meta_key(sha, params))
+    if result is None or views_exist(store, result):
+        return result
+    store.delete(meta_key(sha, params))  # its views are gone: regenerate rather than serve dead URLs
+    return None
+
+
+def lookup(service: ServiceState, tenant: str, data: bytes, policy: NoisePolicy,
+           fields: dict) -> tuple[str, GenerationParams, GenerationResult | None]:
+    """(input hash, parameters, cached result or None) of a request, in one thread hop; on a hit the tenant
+    is recorded as an owner of the input."""
+    sha = sha256_hex(data)
+    basis = service.bases.fingerprint()
+    params = GenerationParams(model=service.settings.model, noise_policy=policy, basis=basis, **fields)
+    if uses_fitted_basis(policy) and basis == PER_IMAGE:
+        return sha, params, None  # answered 409 once the image is checked
+    result = fresh_result(service.store, sha, params)
+    if result is not None:
+        service.owners.record(tenant, sha)
+    return sha, params, result
+
+
+def submit(service: ServiceState, sha: str, params: GenerationParams) -> Job:
+    """Queue (or join) the job of (input, params); a finished duplicate whose views vanished is redone."""
+    queue, payload, dedup = service.queue, to_queue(GenerateJob(sha=sha, params=params)), f"{sha}:{params.hash}"
+    job_id, created = queue.submit(payload, dedup)
+    job = queue.get(job_id)
+    if not created and job is not None and job.status == DONE and not views_exist(
+            service.store, GenerationResult.model_validate(job.result)):
+        job_id, created = queue.submit(payload, f"{dedup}:redo:{job_id}")
+        job = queue.get(job_id)
+    if created:
+        service.metrics.submitted()
+    if job is None:
+        raise ApiError(503, "queue_unavailable", f"job {job_id} vanished right after it was queued; retry")
+    return job
+
+
+def visible_job(service: ServiceState, tenant: str, job_id: str) -> Job:
+    job = service.queue.get(job_id)
+    if job is None or not service.owners.may_see_job(tenant, job):
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+    return job
+
+
+def cached_document(service: ServiceState, tenant: str, job_id: str) -> GenerationJobDocument | None:
+    """The document of a cached answer's id (`<sha>.<phash>`) while its views exist; None for other ids."""
+    match = CACHE_ID.match(job_id)
+    if not match:
+        return None
+    sha, phash = match.groups()
+    result = stored_result(service.store, view_meta_key(sha, phash)) if service.owners.owns(tenant, sha) else None
+    if result is None or not views_exist(service.store, result):
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+    return document(service, job_id, DONE, result, cached=True)
 
 
 def request_policy(noise_policy: str | None, noise_level: str | None):
@@ -66,10 +177,10 @@ async def generate(
     settings = service.settings
     data = await read_upload(image, settings.max_upload_bytes, "image")
     fields = dict(num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
-    sha, params, cached = await anyio.to_thread.run_sync(jobs.lookup, service, tenant, data, policy, fields)
+    sha, params, cached = await anyio.to_thread.run_sync(lookup, service, tenant, data, policy, fields)
     if cached is not None:  # these exact bytes were checked when they were first accepted
         service.metrics.cache_hit()
-        return jobs.document(service, jobs.cache_job_id(sha, params), DONE, cached, cached=True)
+        return document(service, cache_job_id(sha, params), DONE, cached, cached=True)
     await check_image(data, settings)
     try:
         require_basis(policy, params.basis != PER_IMAGE)
@@ -78,31 +189,31 @@ async def generate(
     await anyio.to_thread.run_sync(service.owners.record, tenant, sha)
     await anyio.to_thread.run_sync(check_capacity, service.queue, settings)
     await anyio.to_thread.run_sync(service.store.put, input_key(sha), data)
-    job = await anyio.to_thread.run_sync(jobs.submit, service, sha, params)
+    job = await anyio.to_thread.run_sync(submit, service, sha, params)
     if wait and job.status not in (DONE, FAILED):
         job = await service.waiter.wait(job.job_id, timeout) or job
-    return jobs.job_response(service, job)
+    return job_response(service, job)
 
 
 @router.get("/jobs/{job_id}", response_model=GenerationJobDocument,
             responses={**ACCEPTED, **error_responses(404, 503)})
 async def get_job(service: Generator, tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]):
     """A job's status; its result (views with URLs, fg ratio, noise level) once done, its error once failed."""
-    cached = await anyio.to_thread.run_sync(jobs.cached_document, service, tenant, job_id)
+    cached = await anyio.to_thread.run_sync(cached_document, service, tenant, job_id)
     if cached is not None:
         return cached
-    return jobs.job_response(service, await anyio.to_thread.run_sync(jobs.visible_job, service, tenant, job_id))
+    return job_response(service, await anyio.to_thread.run_sync(visible_job, service, tenant, job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=GenerationJobDocument, responses=error_responses(404, 409, 503))
 async def cancel_job(service: Generator, tenant: Tenant,
                      job_id: Annotated[str, Path(max_length=200)]) -> GenerationJobDocument:
     """Cancel a job that is still queued (409 `not_cancellable` once a worker has it or it has finished)."""
-    job = await anyio.to_thread.run_sync(jobs.visible_job, service, tenant, job_id)
+    job = await anyio.to_thread.run_sync(visible_job, service, tenant, job_id)
     if not await anyio.to_thread.run_sync(service.queue.cancel, job_id):
         raise ApiError(409, "not_cancellable", f"job {job_id} is {job.status}; only queued jobs can be cancelled")
-    job = await anyio.to_thread.run_sync(jobs.visible_job, service, tenant, job_id)
-    return jobs.job_document(service, job)
+    job = await anyio.to_thread.run_sync(visible_job, service, tenant, job_id)
+    return job_document(service, job)
 
 
 @router.get("/jobs", response_model=list[GenerationJobDocument], responses=error_responses(503))
@@ -112,7 +223,7 @@ async def list_jobs(service: Generator, tenant: Tenant, status: Annotated[Litera
     """Jobs by status, for operators: `status=failed` lists failed jobs, newest first, with their errors."""
     failed = await anyio.to_thread.run_sync(service.queue.failed, limit)
     visible = [j for j in failed if await anyio.to_thread.run_sync(service.owners.may_see_job, tenant, j)]
-    return [jobs.job_document(service, j) for j in visible]
+    return [job_document(service, j) for j in visible]
 
 
 @router.get("/views/{key:path}", response_class=Response, responses={
