@@ -283,6 +283,11 @@ def catalogue(gen: Api, score: Api, gen_redis: Api, redis: subprocess.Popen) -> 
                     for i in range(4)][-1]),
         ("Redis stopped", "outage", gen_redis, [503], redis_stopped),
     ]
+    return _attack(attacks, score)
+
+
+def _attack(attacks: list[tuple], score: Api) -> list[Outcome]:
+    """Send each attack, then record the answer, the server's memory and whether it is still up."""
     outcomes = []
     with httpx.Client(timeout=120) as client:
         for name, category, api, expected, send in attacks:

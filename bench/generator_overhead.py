@@ -88,8 +88,7 @@ def main() -> None:
     generator = UnclipGenerator.load("tiny", "cpu", cache)
     basis = fit_pca_basis(generator.encode([load_rgb(d, 10**8) for d in inputs[:16]]).tokens, generator.grid)
     save_basis(ObjectStore(store_url), generator.encoder_id, basis)
-    defaults = Settings()
-    views = ViewGenerator(generator, defaults.fg_fraction, defaults.max_batch_size)
+    views = ViewGenerator(generator, (defaults := Settings()).fg_fraction, defaults.max_batch_size)
     params = GenerationParams(model="tiny", noise_policy="auto", basis=basis.fingerprint,
                               steps=args.steps, size=args.size)
     encoding = ViewEncoding(defaults.view_format, defaults.view_quality)

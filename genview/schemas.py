@@ -63,13 +63,19 @@ class GenerationParams(BaseModel):
         return params_hash(fields)
 
 
-class GenerationResult(BaseModel):
-    """The stored result of one (input, parameters): the view record every reader derives its shape from."""
+class ViewRecord(BaseModel):
+    """What was decided for one image's views, under the same names wherever it is kept: the stored result
+    (`GenerationResult`), a shard's record, a manifest row (`ManifestRow`) and a gallery item."""
 
     fg_ratio: float = Field(description="foreground proportion p (Eq. 7)")
     fg_basis: FgBasis = Field(description="'fitted' (global PCA basis) or 'per-image' (the image's own PCA)")
     basis_id: str
     noise_level: int = Field(description="the chosen embedding noise level l (Eq. 8 for the adaptive policy)")
+
+
+class GenerationResult(ViewRecord):
+    """The stored result of one (input, parameters): its view record, policy, views and foreground map."""
+
     noise_policy: NoisePolicyField
     seed: int = Field(description="the request seed; each view's own seed is derived from it (view_seed)")
     size: int

@@ -1,19 +1,41 @@
-"""The basis routes both services serve (`/basis…` and `/score/basis…`): read, fit, follow a fit job."""
+"""The basis routes both services serve, written once: `/basis`, `/basis/fit`, `/basis/jobs/{id}` (the generator's)
+and the same under `/score` (the scorer's): read the current basis, fit one, follow a fit job."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import anyio
-from fastapi import Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from genview.queue import Job
 from genview.schemas import FIT_BASIS, BasisInfo, FitBasisJob, FitBasisRequest, FitJobDocument, to_queue
 from genview.store import validate_key
-from services.errors import ApiError, public_error
+from services.auth import Tenant
+from services.errors import ApiError, error_responses, public_error
 from services.jobs import check_capacity
 from services.state import ServiceState
 from services.tenancy import Ownership
 
-FIT_RESPONSES = {202: {"model": FitJobDocument, "description": "the fit is queued (see Location)"}}
+SCORER_PREFIX = "/score"  # the scorer includes this router under it; the generator at the root
+
+FIT_RESPONSES = {202: {"model": FitJobDocument, "description": "the fit is queued (see Location)"},
+                 **error_responses(400, 404, 429, 503)}
+router = APIRouter()
+
+
+def service_prefix(request: Request) -> str:
+    """`/score` for a request below it (the scorer's basis), else "" (the generator's)."""
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    return SCORER_PREFIX if path.startswith(SCORER_PREFIX + "/") else ""
+
+
+def basis_owner(request: Request) -> ServiceState:
+    """The service whose basis the request names."""
+    return request.app.state.scorer if service_prefix(request) else request.app.state.generator
+
+
+Owner = Annotated[ServiceState, Depends(basis_owner)]
 
 
 async def current_basis(service: ServiceState) -> BasisInfo:
@@ -52,3 +74,23 @@ async def fit_job(service: ServiceState, tenant: str, job_id: str) -> FitJobDocu
     if not is_fit_job(job) or not service.owners.may_see_job(tenant, job):
         raise ApiError(404, "unknown_job", "no such basis fit job (never submitted, expired, or not yours)")
     return FitJobDocument.of(job, public_error(job.error))
+
+
+@router.get("/basis", response_model=BasisInfo)
+async def basis(service: Owner) -> BasisInfo:
+    """The PCA basis this service keys its answers on now ('per-image' when none is fitted)."""
+    return await current_basis(service)
+
+
+@router.post("/basis/fit", response_model=FitJobDocument, status_code=202, responses=FIT_RESPONSES)
+async def fit_basis(request: Request, service: Owner, tenant: Tenant, body: FitBasisRequest) -> Response:
+    """Fit this service's PCA foreground basis (Eq. 7) on `num` stored inputs or the given input keys.
+
+    A queued job that one of the service's workers runs; poll `…/basis/jobs/{job_id}`, then `…/basis`."""
+    return await submit_fit(service, tenant, body, f"{service_prefix(request)}/basis/jobs")
+
+
+@router.get("/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(404, 503))
+async def get_fit_job(service: Owner, tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> FitJobDocument:
+    """The state of a basis fit; its result names the saved basis."""
+    return await fit_job(service, tenant, job_id)

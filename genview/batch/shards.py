@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
-from genview.schemas import GenerationParams
+from genview.schemas import GenerationParams, ViewRecord
 
 SHARD_NAME = "shard-{:06d}.tar"
 INDEX_NAME = "index.parquet"
@@ -49,16 +48,12 @@ def part_name(shard_name: str) -> str:
     return shard_name.removesuffix(".tar") + ".parquet"
 
 
-class ShardRecord(BaseModel):
+class ShardRecord(ViewRecord):
     """The JSON member of a sample: where the image came from and how its views were made."""
 
     key: str  # path of the original relative to the images folder
     sha256: str
-    fg_ratio: float
-    fg_basis: str
-    noise_level: int
     seeds: list[int]
-    basis_id: str
     params: GenerationParams
     params_hash: str
     views: list[str]  # member suffixes of the views, in order

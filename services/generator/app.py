@@ -8,7 +8,9 @@ from genview.models.presets import encoder_id
 from genview.queue import JobQueue
 from genview.settings import Settings, get_settings
 from genview.store import ObjectStore
+from services import basis_routes
 from services.app import base_app
+from services.errors import GUARDED
 from services.generator.gallery import add_gallery_route
 from services.generator.routes import router
 from services.generator.wiring import QUEUE_NAME, open_generator_queue
@@ -36,6 +38,7 @@ def install(app: FastAPI, settings: Settings, queue: JobQueue, store: ObjectStor
     """The generator's routes on `app`, and the state they are given (`app.state.generator`)."""
     app.state.generator = ServiceState(settings, queue, store, metrics, encoder_id("generator", settings.model))
     app.include_router(router)
+    app.include_router(basis_routes.router, tags=["generate"], responses=GUARDED)
 
 
 def body_limits(settings: Settings) -> dict[str, int]:

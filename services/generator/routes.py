@@ -1,5 +1,5 @@
-"""The generator's routes (`/generate`, `/jobs`, `/views/{key}`, `/basis`, `/basis/fit`) and the job logic under
-them: cache look-up, submission, visibility and the job documents."""
+"""The generator's routes (`/generate`, `/jobs`, `/views/{key}`; `/basis…` is services/basis_routes.py) and the job
+logic under them: cache look-up, submission, visibility and the job documents."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from fastapi.responses import Response
 from genview.basis import PER_IMAGE, BasisRequired, require_basis, uses_fitted_basis
 from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
 from genview.queue import DONE, FAILED, Job
-from genview.schemas import (BasisInfo, FitBasisRequest, FitJobDocument, GenerateJob, GenerationJobDocument,
-                             GenerationParams, GenerationResult, to_queue)
+from genview.schemas import GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
 from genview.view_encoding import MEDIA_TYPES, media_type
-from services import basis_routes
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import check_capacity
@@ -247,25 +245,3 @@ async def get_view(request: Request, service: Generator, tenant: Tenant, key: An
     except ObjectNotFound:
         raise ApiError(404, "unknown_view", f"no view {key!r}") from None
     return Response(data, media_type=kind, headers=headers)
-
-
-@router.get("/basis", response_model=BasisInfo)
-async def basis(service: Generator) -> BasisInfo:
-    """The PCA basis adaptive requests are keyed on now ('per-image' when none is fitted)."""
-    return await basis_routes.current_basis(service)
-
-
-@router.post("/basis/fit", response_model=FitJobDocument, status_code=202,
-             responses={**basis_routes.FIT_RESPONSES, **error_responses(400, 404, 429, 503)})
-async def fit_basis(service: Generator, tenant: Tenant, body: FitBasisRequest) -> Response:
-    """Fit the generator's PCA foreground basis (Eq. 7) on `num` stored inputs or the given input keys.
-
-    A queued job that a generator worker runs; poll `GET /basis/jobs/{job_id}`, then `GET /basis`."""
-    return await basis_routes.submit_fit(service, tenant, body, "/basis/jobs")
-
-
-@router.get("/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(404, 503))
-async def get_fit_job(service: Generator, tenant: Tenant,
-                      job_id: Annotated[str, Path(max_length=200)]) -> FitJobDocument:
-    """The state of a basis fit; its result names the saved basis."""
-    return await basis_routes.fit_job(service, tenant, job_id)

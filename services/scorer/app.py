@@ -8,7 +8,9 @@ from genview.models.presets import encoder_id
 from genview.queue import JobQueue
 from genview.settings import Settings, get_settings
 from genview.store import ObjectStore
+from services import basis_routes
 from services.app import base_app
+from services.errors import GUARDED
 from services.limits import FORM_OVERHEAD
 from services.metrics import ServiceMetrics
 from services.scorer.routes import router
@@ -33,6 +35,7 @@ def install(app: FastAPI, settings: Settings, queue: JobQueue, store: ObjectStor
     """The scorer's routes on `app`, and the state they are given (`app.state.scorer`)."""
     app.state.scorer = ServiceState(settings, queue, store, metrics, encoder_id("scorer", settings.scorer_model))
     app.include_router(router)
+    app.include_router(basis_routes.router, prefix=basis_routes.SCORER_PREFIX, tags=["score"], responses=GUARDED)
 
 
 def body_limits(settings: Settings) -> dict[str, int]:

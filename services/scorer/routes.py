@@ -1,4 +1,4 @@
-"""The scorer's routes: `/score`, `/score/batch`, `/score/jobs/{job_id}`, `/score/basis` and `/score/basis/fit`."""
+"""The scorer's routes: `/score`, `/score/batch` and `/score/jobs/{job_id}` (`/score/basis…`: services/basis_routes.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from fastapi.responses import Response
 from genview.images import load_rgb
 from genview.method.quality import quality_weights
 from genview.queue import DONE, FAILED
-from genview.schemas import (BasisInfo, BatchScoreResult, FitBasisRequest, FitJobDocument, PairScores, ScoreJob,
-                             ScoreJobDocument, ScoreResult, to_queue)
+from genview.schemas import BatchScoreResult, PairScores, ScoreJob, ScoreJobDocument, ScoreResult, to_queue
 from genview.store import ObjectNotFound, params_hash, score_body_key, score_key, sha256_hex
-from services import basis_routes
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import check_capacity
@@ -122,25 +120,3 @@ async def get_job(service: Scorer, tenant: Tenant, job_id: Annotated[str, Path(m
     if job is None or job.payload.get("kind") != "score" or not service.owners.may_see_job(tenant, job):
         raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
     return ScoreJobDocument.of(job, public_error(job.error))
-
-
-@router.get("/score/basis", response_model=BasisInfo)
-async def basis(service: Scorer) -> BasisInfo:
-    """The scorer's PCA basis scores are keyed on now ('per-image' when none is fitted)."""
-    return await basis_routes.current_basis(service)
-
-
-@router.post("/score/basis/fit", response_model=FitJobDocument, status_code=202,
-             responses={**basis_routes.FIT_RESPONSES, **error_responses(400, 404, 429, 503)})
-async def fit_basis(service: Scorer, tenant: Tenant, body: FitBasisRequest) -> Response:
-    """Fit the scorer's PCA foreground basis on `num` stored inputs or the given input keys (a queued job).
-
-    A scorer worker runs it; poll `GET /score/basis/jobs/{job_id}`, then `GET /score/basis`."""
-    return await basis_routes.submit_fit(service, tenant, body, "/score/basis/jobs")
-
-
-@router.get("/score/basis/jobs/{job_id}", response_model=FitJobDocument, responses=error_responses(404, 503))
-async def get_fit_job(service: Scorer, tenant: Tenant,
-                      job_id: Annotated[str, Path(max_length=200)]) -> FitJobDocument:
-    """The state of a scorer basis fit; its result names the saved basis."""
-    return await basis_routes.fit_job(service, tenant, job_id)
