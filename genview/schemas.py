@@ -84,13 +84,13 @@ class GenerationResult(ViewRecord):
 
 
 MODEL_FIELD = Field(None, description="the model serving this API ('tiny': small random weights, meaningless pictures)")
-FIT_BASIS = "fit-basis"
+GENERATE, SCORE, FIT_BASIS = "generate", "score", "fit-basis"  # the job kinds (`kind` of every queue payload)
 
 
 class GenerateJob(BaseModel):
     """Queue payload of a generation: the input's SHA-256 (its bytes are stored under `inputs/`) and parameters."""
 
-    kind: Literal["generate"] = "generate"
+    kind: Literal[GENERATE] = GENERATE
     sha: str = Field(pattern=r"^[0-9a-f]{64}$")
     params: GenerationParams
 
@@ -98,7 +98,7 @@ class GenerateJob(BaseModel):
 class ScoreJob(BaseModel):
     """Queue payload of a scoring job: the stored pairs body, the basis it is keyed on, whether to cache."""
 
-    kind: Literal["score"] = "score"
+    kind: Literal[SCORE] = SCORE
     body: str = Field(description="id of the transient pairs body (`score_body_key`)")
     cache: bool = Field(description="single pairs: keep the answer under `score_key(body, phash)`")
     phash: str
@@ -116,7 +116,7 @@ class FitBasisRequest(BaseModel):
 class FitBasisJob(FitBasisRequest):
     """Queue payload of a basis fit."""
 
-    kind: Literal["fit-basis"] = FIT_BASIS
+    kind: Literal[FIT_BASIS] = FIT_BASIS
     tenant: str | None = None
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from genview.images import load_rgb
 from genview.method.quality import quality_weights
 from genview.queue import DONE, FAILED
-from genview.schemas import BatchScoreResult, PairScores, ScoreJob, ScoreJobDocument, ScoreResult, to_queue
+from genview.schemas import SCORE, BatchScoreResult, PairScores, ScoreJob, ScoreJobDocument, ScoreResult, to_queue
 from genview.store import ObjectNotFound, params_hash, score_body_key, score_key, sha256_hex
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
@@ -117,6 +117,6 @@ async def score_batch(request: Request, service: Scorer, tenant: Tenant,
 async def get_job(service: Scorer, tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
     """A scoring job's status, and its scores once done."""
     job = await anyio.to_thread.run_sync(service.queue.get, job_id)
-    if job is None or job.payload.get("kind") != "score" or not service.owners.may_see_job(tenant, job):
+    if job is None or job.payload.get("kind") != SCORE or not service.owners.may_see_job(tenant, job):
         raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
     return ScoreJobDocument.of(job, public_error(job.error))
