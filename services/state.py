@@ -38,6 +38,18 @@ class ServiceState:
         self.waiter = JobWaiter(self.queue, self.settings)
 
 
+def app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def app_store(request: Request) -> ObjectStore:
+    return request.app.state.store
+
+
+AppSettings = Annotated[Settings, Depends(app_settings)]  # what `base_app` keeps for every route of an app
+AppStore = Annotated[ObjectStore, Depends(app_store)]
+
+
 def generator_state(request: Request) -> ServiceState:
     return request.app.state.generator
 
