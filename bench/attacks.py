@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -32,6 +33,8 @@ import numpy as np
 import psutil
 from PIL import Image
 from safetensors.numpy import save as save_numpy
+
+from harness.ports import free_port
 
 KEYS = {"a": "attack-key-a", "b": "attack-key-b"}
 MULTIPART = "multipart/form-data; boundary=x"
@@ -71,12 +74,6 @@ def pairs_body(n: int, side: int, dtype=np.uint8) -> bytes:
 
 
 # --- processes ------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
@@ -279,13 +276,18 @@ def catalogue(gen: Api, score: Api, gen_redis: Api, redis: subprocess.Popen) -> 
          lambda c: c.get(f"{gen.base}/views/..%2F..%2Fetc/passwd.png", headers=a)),
         ("tenant B reads tenant A's job", "isolation", gen, [404], tenant_b_reads_a),
         ("tenant B reads tenant A's input", "isolation", gen, [404],
-         lambda c: c.get(f"{gen.base}/inputs/{__import__('hashlib').sha256(png(40, 40)).hexdigest()}", headers=b)),
+         lambda c: c.get(f"{gen.base}/inputs/{hashlib.sha256(png(40, 40)).hexdigest()}", headers=b)),
         ("adaptive without a basis", "method", gen, [409], gen_post(png(32, 32), data={**fields, "noise_level": "auto"})),
         ("queue full", "backpressure", gen, [429],
          lambda c: [c.post(f"{gen.base}/generate", headers=a, files={"image": ("x.png", png(30 + i, 30))}, data=fields)
                     for i in range(4)][-1]),
         ("Redis stopped", "outage", gen_redis, [503], redis_stopped),
     ]
+    return _attack(attacks, score)
+
+
+def _attack(attacks: list[tuple], score: Api) -> list[Outcome]:
+    """Send each attack, then record the answer, the server's memory and whether it is still up."""
     outcomes = []
     with httpx.Client(timeout=120) as client:
         for name, category, api, expected, send in attacks:

@@ -26,7 +26,6 @@ from bench.report import emit
 from genview.basis import save_basis
 from genview.generation import ViewGenerator, ViewRequest
 from genview.images import load_rgb
-from genview.method.noise import parse_noise_policy
 from genview.method.pca import fit_pca_basis
 from genview.models.presets import ensure_random_unclip
 from genview.models.unclip import UnclipGenerator
@@ -89,9 +88,8 @@ def main() -> None:
     generator = UnclipGenerator.load("tiny", "cpu", cache)
     basis = fit_pca_basis(generator.encode([load_rgb(d, 10**8) for d in inputs[:16]]).tokens, generator.grid)
     save_basis(ObjectStore(store_url), generator.encoder_id, basis)
-    defaults = Settings()
-    views = ViewGenerator(generator, defaults.fg_fraction, defaults.max_batch_size)
-    params = GenerationParams(model="tiny", noise=parse_noise_policy("auto").spec, basis=basis.fingerprint,
+    views = ViewGenerator(generator, (defaults := Settings()).fg_fraction, defaults.max_batch_size)
+    params = GenerationParams(model="tiny", noise_policy="auto", basis=basis.fingerprint,
                               steps=args.steps, size=args.size)
     encoding = ViewEncoding(defaults.view_format, defaults.view_quality)
     port = free_port()

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.report import emit
+from harness.ports import free_port
 from genview.queue import DONE, FAILED, TERMINAL, Delivery, JobQueue, QueueUnavailable, RedisJobQueue
 
 QUEUE = "faults"
@@ -32,17 +33,11 @@ HOLDER_PREFIX = "fault-bench"
 
 # --- the processes ---------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RedisServer:
     """A private redis-server with AOF on a fixed port, so that it can be killed and started again."""
 
     def __init__(self, workdir: Path):
-        self.workdir, self.port = workdir, _free_port()
+        self.workdir, self.port = workdir, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 

@@ -90,7 +90,7 @@ def index_lookup(work: Path, rows: int = 1_281_167, lookups: int = 10_000) -> di
                       "shard": [f"shard-{i // 1000:06d}.tar" for i in range(rows)],
                       "offset": pa.array([(i % 1000) * 600_000 for i in range(rows)], pa.int64()),
                       "fg_ratio": pa.array([rng.random() for _ in range(rows)], pa.float32()),
-                      "level": pa.array([100 * rng.randrange(5) for _ in range(rows)], pa.int16()),
+                      "noise_level": pa.array([100 * rng.randrange(5) for _ in range(rows)], pa.int16()),
                       "sha256": ["0" * 64] * rows}, schema=INDEX_SCHEMA)
     path = work / "index.parquet"
     pq.write_table(table, path)

@@ -26,7 +26,7 @@ def example_args(description: str) -> argparse.Namespace:
     parser.add_argument("--images", required=True, help="a folder of images (searched recursively)")
     parser.add_argument("--generator-url", default="http://localhost:8000")
     parser.add_argument("--scorer-url", default="http://localhost:8000", help="`genview serve` serves both")
-    parser.add_argument("--noise-level", default="auto", help="auto (fits a missing basis first), auto:per-image, …")
+    parser.add_argument("--noise-policy", default="auto", help="auto (fits a missing basis first), auto:per-image, …")
     parser.add_argument("--steps", type=int, default=20, help="diffusion steps per view")
     parser.add_argument("--view-size", type=int, default=512, help="side of the generated views")
     parser.add_argument("--image-size", type=int, default=224, help="side of the training crops")
@@ -42,7 +42,7 @@ def image_paths(folder: str) -> list[str]:
 def genview_loader(args: argparse.Namespace) -> tuple[DataLoader, QualityScorer]:
     """A DataLoader of GenView pairs (Eq. 6) of `args.images`, and the scorer that weights them."""
     paths = image_paths(args.images)
-    source = ServiceViewSource(args.generator_url, parse_noise_policy(args.noise_level), steps=args.steps,
+    source = ServiceViewSource(args.generator_url, parse_noise_policy(args.noise_policy), steps=args.steps,
                                size=args.view_size, seed=0)
     source.check()
     if source.needs_basis:  # `auto` and no fitted basis yet: fit it on these images through the service

@@ -37,6 +37,11 @@ def save_basis(store: ObjectStore, encoder_id: str, basis: PCABasis) -> str:
     return key
 
 
+class StaleBasis(ValueError):
+    """A job was keyed on a basis that has since been replaced: it fails for good (retrying cannot bring the old
+    basis back); submitting the request again keys it on the current basis."""
+
+
 class BasisCache:
     """The current basis of one encoder, re-read from the store at most every `ttl_s` seconds."""
 
@@ -58,14 +63,15 @@ class BasisCache:
             return self._basis
 
     def matching(self, fingerprint: str) -> PCABasis | None:
-        """The basis a request was keyed on: None for 'per-image'; RuntimeError if it is no longer current."""
+        """The basis a request was keyed on: None for 'per-image'; StaleBasis if it is no longer current."""
         if fingerprint == PER_IMAGE:
             return None
         for refresh in (False, True):
             basis = self.current(refresh)
             if basis is not None and basis.fingerprint == fingerprint:
                 return basis
-        raise RuntimeError(f"PCA basis {fingerprint} of this request is no longer current; resubmit it")
+        raise StaleBasis(f"stale_basis: PCA basis {fingerprint} of this job was replaced by a new fit; "
+                         f"submit the request again to use the current basis")
 
     def fingerprint(self) -> str:
         """The basis id that goes into cache keys: its fingerprint, or 'per-image'."""

@@ -79,20 +79,21 @@ def cmd_generate_dataset(args: argparse.Namespace) -> None:
 
     require_source(args.images)  # before the heavy imports; an empty folder is refused before any request
     from genview.client import GeneratorClient
-    from genview.dataset_gen import ensure_basis, export_official, generate_dataset
+    from genview.dataset_gen import ensure_basis, generate_dataset, manifest_views
     from genview.method.noise import parse_noise_policy
+    from genview.official import export_official
 
     retries = {} if args.retries is None else {"retries": args.retries}
     client = GeneratorClient(args.generator_url, api_key=args.api_key, **retries)
     policy = "auto:per-image" if args.no_fit and args.noise_policy == "adaptive" else args.noise_policy
     if parse_noise_policy(policy) == parse_noise_policy("adaptive") and not args.levels_from:
         ensure_basis(client, args.images, args.fit_num, args.seed)
-    stats = generate_dataset(args.images, client, args.manifest, noise_policy=policy,
+    stats = generate_dataset(args.images, client, args.manifest, noise_policy=parse_noise_policy(policy),
                              num_views=args.num_views, seed=args.seed, steps=args.steps, size=args.size,
                              concurrency=args.concurrency, levels_from=args.levels_from)
     print(f"{stats['submitted']} of {stats['images']} images generated in {stats['seconds']:.1f} s -> {args.manifest}")
     if args.export_official:
-        n = export_official(args.manifest, client, args.export_official)
+        n = export_official(manifest_views(args.manifest, client), args.export_official)
         print(f"exported {n} views and fg_ratios.txt to {args.export_official}")
 
 

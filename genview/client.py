@@ -14,7 +14,7 @@ from safetensors.torch import save
 
 from genview.image_files import read_bytes
 from genview.pca_fit import sample_paths
-from genview.schemas import BasisFitResult, BasisInfo, BatchScoreResult, InputRef, JobDocument
+from genview.schemas import BasisFitResult, BasisInfo, BatchScoreResult, GenerationJobDocument, InputRef
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +125,16 @@ class GeneratorClient(ServiceClient):
 
     basis_route = "/basis"
 
-    def generate(self, image: bytes, wait_s: float = 600.0, **fields) -> JobDocument:
-        """The finished job document of one image (waits for it)."""
+    def generate(self, image: bytes, wait_s: float = 600.0, **fields) -> GenerationJobDocument:
+        """The finished job document of one image (waits for it); `fields` are `POST /generate` form fields."""
         data = {k: str(v) for k, v in fields.items() if v is not None}
-        doc = JobDocument.model_validate(self.request(
+        doc = GenerationJobDocument.model_validate(self.request(
             "POST", "/generate", params={"wait": "true", "timeout": str(wait_s)},
             files={"image": ("image", image)}, data=data).json())
         deadline = time.monotonic() + wait_s
         while doc.status not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(1.0)
-            doc = JobDocument.model_validate(self.request("GET", f"/jobs/{doc.job_id}").json())
+            doc = GenerationJobDocument.model_validate(self.request("GET", f"/jobs/{doc.job_id}").json())
         if doc.status != "done":
             raise ServiceUnavailable(f"generation job {doc.job_id} ended {doc.status}: {doc.error}")
         return doc

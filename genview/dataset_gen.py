@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 
 import fsspec
 import torch
@@ -14,7 +13,8 @@ from tqdm import tqdm
 from genview.basis import PER_IMAGE
 from genview.client import GeneratorClient
 from genview.image_files import read_bytes, relative_to, require_images, source_root
-from genview.method.noise import adaptive_noise_level, parse_noise_policy
+from genview.method.noise import NoisePolicy, adaptive_noise_level
+from genview.official import OfficialView
 from genview.schemas import BasisFitResult, ManifestRow
 from genview.store import sha256_hex
 
@@ -59,7 +59,7 @@ def ensure_basis(client: GeneratorClient, source: str, num: int, seed: int = 0) 
     return client.fit_basis_on(paths, num, seed)
 
 
-def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: str = "adaptive",
+def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noise_policy: NoisePolicy = NoisePolicy("adaptive"),
                      num_views: int = 1, seed: int = 0, steps: int = 20, size: int = 512, concurrency: int = 8,
                      levels_from: str | None = None, progress: bool = True) -> dict:
     """Request the views of every image not yet in the manifest; append one row per finished image."""
@@ -68,15 +68,15 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
     levels = read_levels(levels_from) if levels_from else {}
     todo = [(p, r) for p, r in zip(paths, rels) if r not in done]
     lock = threading.Lock()
-    policy = parse_noise_policy(noise_policy).spec
 
     def one(path: str, rel: str) -> ManifestRow:
         data = read_bytes(path)
-        level = str(levels[rel][1]) if rel in levels else policy
-        doc = client.generate(data, noise_level=level, num_views=num_views, seed=seed, steps=steps, size=size)
-        return ManifestRow(path=rel, sha256=sha256_hex(data), fg_ratio=levels[rel][0] if rel in levels else doc.fg_ratio,
-                           noise_level=doc.noise_level, views=[v.key for v in doc.views], fg_map=doc.fg_map, seed=seed,
-                           fg_basis=doc.fg_basis)
+        policy = NoisePolicy("constant", levels[rel][1]) if rel in levels else noise_policy
+        result = client.generate(data, noise_policy=policy.spec, num_views=num_views, seed=seed, steps=steps,
+                                 size=size).result
+        return ManifestRow(path=rel, sha256=sha256_hex(data), fg_ratio=levels[rel][0] if rel in levels else result.fg_ratio,
+                           noise_level=result.noise_level, views=[v.key for v in result.views], fg_map=result.fg_map,
+                           seed=seed, fg_basis=result.fg_basis)
 
     start = time.perf_counter()
     with fsspec.open(manifest, "at") as out, ThreadPoolExecutor(concurrency) as pool:
@@ -91,16 +91,7 @@ def generate_dataset(source: str, client: GeneratorClient, manifest: str, *, noi
     return {"images": len(paths), "submitted": len(todo), "seconds": time.perf_counter() - start}
 
 
-def export_official(manifest: str, client: GeneratorClient, out_dir: str) -> int:
-    """Write `train_variations/<path>` (first view) and `fg_ratios.txt` as the official training configs expect."""
-    rows = sorted(read_manifest(manifest).values(), key=lambda r: r.path)
-    root = Path(out_dir)
-    for row in rows:
-        target = root / "train_variations" / row.path
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_bytes(client.view(row.views[0]))
-            tmp.replace(target)
-    (root / "fg_ratios.txt").write_text("".join(f"{r.path} {r.fg_ratio}\n" for r in rows))
-    return len(rows)
+def manifest_views(manifest: str, client: GeneratorClient) -> list[OfficialView]:
+    """The manifest's images for `export_official`, their first views read from the generator."""
+    return [OfficialView(row.path, row.fg_ratio, lambda row=row: client.view(row.views[0]))
+            for row in read_manifest(manifest).values()]

@@ -33,11 +33,11 @@ class ViewRequest:
 
 @dataclass
 class GeneratedViews:
-    """The views (resized to params.size), p (Eq. 7), level (Eq. 8), foreground map and per-view seeds."""
+    """The views (resized to params.size), p (Eq. 7), noise level (Eq. 8), foreground map and per-view seeds."""
 
     views: list[Image.Image]
     fg_ratio: float
-    level: int
+    noise_level: int
     fg_map: Image.Image
     seeds: list[int]
     fg_basis: str  # "fitted" or "per-image": which estimate gave fg_ratio
@@ -73,7 +73,7 @@ class ViewGenerator:
         """p (Eq. 7) [B], token projections [B, T] and the estimate used, in one call per distinct basis."""
         groups: dict[PCABasis | None, list[int]] = {}
         for i, r in enumerate(requests):
-            per_image = r.basis is None or r.params.policy.per_image
+            per_image = r.basis is None or r.params.noise_policy.per_image
             groups.setdefault(None if per_image else r.basis, []).append(i)
         ratios = torch.empty(len(requests))
         projections = torch.empty(tokens.shape[:2])
@@ -93,13 +93,13 @@ class ViewGenerator:
 
     def levels(self, requests: list[ViewRequest], ratios: torch.Tensor) -> list[int]:
         """One noise level per request: Eq. 8 from p, the constant, or a per-image random draw."""
-        return [int(noise_levels(r.params.policy, ratios[i:i + 1], [level_seed(r.sha, r.params.seed)])[0])
+        return [int(noise_levels(r.params.noise_policy, ratios[i:i + 1], [level_seed(r.sha, r.params.seed)])[0])
                 for i, r in enumerate(requests)]
 
     def generate(self, requests: list[ViewRequest]) -> list[GeneratedViews]:
         """Encode once, estimate p and the level per image, generate every view in batched pipeline calls."""
         for r in requests:
-            require_basis(r.params.policy, r.basis is not None)
+            require_basis(r.params.noise_policy, r.basis is not None)
         if not requests:
             return []
         encoded = self.unclip.encode([r.image for r in requests])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+MAX_PIXELS = 40_000_000  # the default largest accepted image (width·height): decompression-bomb guard
 MIN_SIDE = 8  # pixels: the shortest side accepted
 MAX_ASPECT = 20  # the longest side is at most this many times the shortest
 VALIDATION_SIDE = 64  # a JPEG is validated by decoding it at the DCT scale that keeps its short side ≥ this

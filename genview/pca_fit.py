@@ -1,4 +1,4 @@
-"""Fitting (or importing) an encoder's PCA foreground basis on a sample of the user's images (DESIGN §3, §6)."""
+"""Fitting (or importing) an encoder's PCA foreground basis on a sample of the user's images."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from genview.basis import save_basis
 from genview.image_files import read_bytes
-from genview.images import load_rgb
+from genview.images import MAX_PIXELS, load_rgb
 from genview.method.defaults import FG_FRACTION
 from genview.method.pca import PCABasis, PCAFitter, basis_from_official
 from genview.schemas import BasisFitResult, FitBasisJob
@@ -52,7 +52,7 @@ def fit_on_batches(batches: Iterable[list], encode_tokens: Callable[[list], torc
 
 
 def fit_basis(paths: Sequence[str], encode_tokens: Callable[[list[Image.Image]], torch.Tensor], dim: int,
-              grid: int, fg_fraction: float = FG_FRACTION, batch_size: int = 16, max_pixels: int = 40_000_000,
+              grid: int, fg_fraction: float = FG_FRACTION, batch_size: int = 16, max_pixels: int = MAX_PIXELS,
               progress: bool = True) -> PCABasis:
     """Fit on image files or URLs, `batch_size` at a time, with a progress bar."""
     bar = tqdm(total=len(paths), unit="img", desc="fit-pca", disable=not progress)
@@ -73,15 +73,14 @@ def decode_image(data: bytes, max_pixels: int) -> list:
     return [load_rgb(data, max_pixels)]
 
 
-def run_fit_job(payload: dict, store: ObjectStore, encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
-                max_pixels: int = 40_000_000, batch_size: int = 16,
+def run_fit_job(job: FitBasisJob, store: ObjectStore, encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
+                max_pixels: int = MAX_PIXELS, batch_size: int = 16,
                 decode: Callable[[bytes, int], list] = decode_image) -> BasisFitResult:
     """A `fit-basis` queue job: fit on the given input keys (or a seeded sample of `num` stored inputs), save it.
 
     Inputs that `decode` cannot read are skipped (the store's `inputs/` may hold other kinds of bodies);
     ValueError when none is readable.
     """
-    job = FitBasisJob.model_validate(payload)
     keys = job.keys if job.keys is not None else sample_paths(store.list("inputs"), job.num)
 
     def batches():
@@ -112,7 +111,7 @@ def import_official(vectors: str, mean: str, threshold: float) -> PCABasis:
 
 
 def threshold_on_images(basis: PCABasis, paths: Sequence[str], encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
-                        batch_size: int = 16, max_pixels: int = 40_000_000) -> PCABasis:
+                        batch_size: int = 16, max_pixels: int = MAX_PIXELS) -> PCABasis:
     """The basis with threshold a at the (1 − fg_fraction) quantile of its projections over the images' tokens."""
     projections = []
     for i in range(0, len(paths), batch_size):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError,
+                      WithJsonSchema, model_validator)
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
+from genview.queue.base import DONE, Job
 from genview.store import params_hash
 
 FgBasis = Literal["fitted", "per-image"]
@@ -27,13 +29,23 @@ class ViewRef(BaseModel):
     url: str | None = None
 
 
+def _policy(value: object) -> NoisePolicy:
+    return value if isinstance(value, NoisePolicy) else parse_noise_policy(value)
+
+
+# The request's policy, parsed once; its canonical text (`NoisePolicy.spec`) only in JSON.
+NoisePolicyField = Annotated[NoisePolicy, BeforeValidator(_policy), PlainSerializer(lambda p: p.spec, return_type=str),
+                             WithJsonSchema({"type": "string", "description": "noise policy: 'adaptive', "
+                                             "'adaptive:per-image', 'random' or 'constant:L'"})]
+
+
 class GenerationParams(BaseModel):
     """Everything that determines the generated views of one input image (its hash is the cache identity)."""
 
     model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     model: str
-    noise: str = Field(description="canonical noise policy spec (see parse_noise_policy)")
+    noise_policy: NoisePolicyField
     basis: str = Field(description="PCA basis fingerprint, or 'per-image'")
     num_views: int = 1
     seed: int = 0
@@ -43,32 +55,28 @@ class GenerationParams(BaseModel):
     size: int = 512
 
     @property
-    def policy(self) -> NoisePolicy:
-        return parse_noise_policy(self.noise)
-
-    @property
     def hash(self) -> str:
-        """Cache identity of these parameters (part of every view key)."""
-        return params_hash(self.model_dump())
-
-    def to_payload(self, sha: str) -> dict:
-        """The queue payload of a job for input `sha`."""
-        return {"sha": sha, "params": self.model_dump()}
-
-    @classmethod
-    def from_payload(cls, payload: dict) -> tuple[str, GenerationParams]:
-        """Inverse of to_payload."""
-        return payload["sha"], cls.model_validate(payload["params"])
+        """Cache identity of these parameters (part of every view key). The policy is hashed under its
+        first name, `noise`, so views stored before the rename stay valid."""
+        fields = self.model_dump(mode="json")
+        fields["noise"] = fields.pop("noise_policy")
+        return params_hash(fields)
 
 
-class GenerationResult(BaseModel):
-    """The stored result of one (input, parameters): foreground ratio, level, views, foreground map."""
+class ViewRecord(BaseModel):
+    """What was decided for one image's views, under the same names wherever it is kept: the stored result
+    (`GenerationResult`), a shard's record, a manifest row (`ManifestRow`) and a gallery item."""
 
     fg_ratio: float = Field(description="foreground proportion p (Eq. 7)")
     fg_basis: FgBasis = Field(description="'fitted' (global PCA basis) or 'per-image' (the image's own PCA)")
     basis_id: str
-    noise_level: int = Field(description="embedding noise level l (Eq. 8 for the adaptive policy)")
-    noise_policy: str
+    noise_level: int = Field(description="the chosen embedding noise level l (Eq. 8 for the adaptive policy)")
+
+
+class GenerationResult(ViewRecord):
+    """The stored result of one (input, parameters): its view record, policy, views and foreground map."""
+
+    noise_policy: NoisePolicyField
     seed: int = Field(description="the request seed; each view's own seed is derived from it (view_seed)")
     size: int
     views: list[ViewRef]
@@ -76,37 +84,111 @@ class GenerationResult(BaseModel):
 
 
 MODEL_FIELD = Field(None, description="the model serving this API ('tiny': small random weights, meaningless pictures)")
+GENERATE, SCORE, FIT_BASIS = "generate", "score", "fit-basis"  # the job kinds (`kind` of every queue payload)
 
 
-class JobDocument(BaseModel):
-    """The body of `POST /generate` and `GET /jobs/{id}`: status, and the result fields once done."""
+class GenerateJob(BaseModel):
+    """Queue payload of a generation: the input's SHA-256 (its bytes are stored under `inputs/`) and parameters."""
+
+    kind: Literal[GENERATE] = GENERATE
+    sha: str = Field(pattern=r"^[0-9a-f]{64}$")
+    params: GenerationParams
+
+
+class ScoreJob(BaseModel):
+    """Queue payload of a scoring job: the stored pairs body, the basis it is keyed on, whether to cache."""
+
+    kind: Literal[SCORE] = SCORE
+    body: str = Field(description="id of the transient pairs body (`score_body_key`)")
+    cache: bool = Field(description="single pairs: keep the answer under `score_key(body, phash)`")
+    phash: str
+    basis: str
+    tenant: str
+
+
+class FitBasisRequest(BaseModel):
+    """`POST /basis/fit`: fit on `num` stored inputs or the given input keys."""
+
+    num: int = Field(1000, ge=1)
+    keys: list[str] | None = None
+
+
+class FitBasisJob(FitBasisRequest):
+    """Queue payload of a basis fit."""
+
+    kind: Literal[FIT_BASIS] = FIT_BASIS
+    tenant: str | None = None
+
+
+JobPayload = Annotated[GenerateJob | ScoreJob | FitBasisJob, Field(discriminator="kind")]
+_PAYLOAD = TypeAdapter(JobPayload)
+INVALID_PAYLOAD = "invalid_payload"
+
+
+class InvalidPayload(ValueError):
+    """A queue payload that is no JobPayload: the job fails for good (a retry cannot fix it)."""
+
+
+def parse_payload(payload: object) -> GenerateJob | ScoreJob | FitBasisJob:
+    """The typed payload of a job read from the queue; InvalidPayload saying what is wrong."""
+    try:
+        return _PAYLOAD.validate_python(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors())
+        raise InvalidPayload(f"{INVALID_PAYLOAD}: {problems}") from None
+
+
+def to_queue(payload: GenerateJob | ScoreJob | FitBasisJob) -> dict:
+    """A payload as the queue stores it (JSON)."""
+    return payload.model_dump(mode="json")
+
+
+R = TypeVar("R")
+
+
+class JobDocument(BaseModel, Generic[R]):
+    """A queued job as every service reports it: status, timestamps, deliveries, error, and its result once done."""
 
     job_id: str
     status: JobStatus
-    model: str | None = MODEL_FIELD
-    cached: bool = False
+    created: float | None = Field(None, description="submission time, Unix seconds")
+    updated: float | None = Field(None, description="last change, Unix seconds")
+    deliveries: int = Field(0, description="how often a worker was handed the job")
     error: str | None = None
-    fg_ratio: float | None = None
-    fg_basis: FgBasis | None = None
-    basis_id: str | None = None
-    noise_level: int | None = None
-    noise_policy: str | None = None
-    seed: int | None = None
-    size: int | None = None
-    views: list[ViewRef] | None = None
-    fg_map: str | None = None
+    result: R | None = None
 
     @classmethod
-    def build(cls, job_id: str, status: str, result: GenerationResult | dict | None = None, cached: bool = False,
-              error: str | None = None, base_url: str | None = None, model: str | None = None) -> JobDocument:
-        """A job document; with `base_url`, each view gets its `/views/...` URL."""
-        fields = {}
-        if result:
-            res = GenerationResult.model_validate(result)
-            views = [ViewRef(key=v.key, url=f"{base_url.rstrip('/')}/views/{v.key.removeprefix('views/')}"
-                             if base_url else v.url) for v in res.views]
-            fields = {**res.model_dump(exclude={"views"}), "views": views}
-        return cls(job_id=job_id, status=status, cached=cached, error=error, model=model, **fields)
+    def of(cls, job: Job, error: str | None = None, **extra):
+        """The document of a queue job (`error`: the job's error as clients may see it)."""
+        return cls(job_id=job.job_id, status=job.status, created=job.created, updated=job.updated,
+                   deliveries=job.deliveries, error=error, result=job.result if job.status == DONE else None, **extra)
+
+
+COMPAT = "deprecated (one release): the same field of `result`, repeated for older clients; read `result`"
+COMPAT_FIELDS = ("fg_ratio", "fg_basis", "basis_id", "noise_level", "noise_policy", "seed", "size", "views", "fg_map")
+
+
+class GenerationJobDocument(JobDocument[GenerationResult]):
+    """`POST /generate` and `GET /jobs/{id}`. The result's fields are also repeated at the top level (`COMPAT`)."""
+
+    model: str | None = MODEL_FIELD
+    cached: bool = False
+    fg_ratio: float | None = Field(None, description=COMPAT)
+    fg_basis: FgBasis | None = Field(None, description=COMPAT)
+    basis_id: str | None = Field(None, description=COMPAT)
+    noise_level: int | None = Field(None, description=COMPAT)
+    noise_policy: NoisePolicyField | None = Field(None, description=COMPAT)
+    seed: int | None = Field(None, description=COMPAT)
+    size: int | None = Field(None, description=COMPAT)
+    views: list[ViewRef] | None = Field(None, description=COMPAT)
+    fg_map: str | None = Field(None, description=COMPAT)
+
+    @model_validator(mode="after")
+    def _compatibility_view(self) -> GenerationJobDocument:
+        if self.result is not None:
+            for name in COMPAT_FIELDS:
+                setattr(self, name, getattr(self.result, name))
+        return self
 
 
 class PairScores(BaseModel):
@@ -139,13 +221,8 @@ class BatchScoreResult(PairScores):
     w: list[float]
 
 
-class ScoreJobDocument(BaseModel):
+class ScoreJobDocument(JobDocument[PairScores]):
     """`GET /score/jobs/{id}` and a 202 answer of the scorer."""
-
-    job_id: str
-    status: JobStatus
-    result: PairScores | None = None
-    error: str | None = None
 
 
 class ManifestRow(BaseModel):
@@ -169,14 +246,6 @@ class BasisInfo(BaseModel):
     basis_id: str = Field(description="fingerprint of the fitted basis, or 'per-image' when none is fitted")
 
 
-class FitBasisJob(BaseModel):
-    """Queue payload of a basis fit (`POST /basis/fit`): fit on `num` stored inputs or the given input keys."""
-
-    kind: Literal["fit-basis"] = "fit-basis"
-    num: int = Field(1000, ge=1)
-    keys: list[str] | None = None
-
-
 class BasisFitResult(BaseModel):
     """The result of a basis fit job: which basis was saved, from how many images."""
 
@@ -185,6 +254,10 @@ class BasisFitResult(BaseModel):
     key: str = Field(description="store key of the saved basis")
     images: int
     threshold: float
+
+
+class FitJobDocument(JobDocument[BasisFitResult]):
+    """`POST /basis/fit` and `GET /basis/jobs/{id}` (and the scorer's): a basis fit's status, its result once done."""
 
 
 class InputRef(BaseModel):

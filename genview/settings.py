@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from genview.images import MAX_PIXELS
 from genview.method.defaults import FG_FRACTION
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -73,7 +74,7 @@ class Settings(BaseSettings):
                                             description="a worker process serves its Prometheus /metrics here")
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest accepted upload")
-    max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image (width·height)")
+    max_pixels: int = Field(MAX_PIXELS, gt=0, description="largest accepted image (width·height)")
     max_wait_s: float = Field(600.0, gt=0, description="longest `wait=true` a request may ask for")
 
     max_score_pairs: int = Field(1024, ge=1, description="most pairs in one /score/batch request")

@@ -76,8 +76,31 @@ def view_key(sha: str, phash: str, index: int, ext: str = "png") -> str:
 
 
 def view_meta_key(sha: str, phash: str) -> str:
-    """Key of the metadata of the views of input `sha` under parameters `phash`."""
+    """Key of the result document of the views of input `sha` under parameters `phash`."""
     return validate_key(f"views/{sha}/{phash}/meta.json")
+
+
+META_KEY = re.compile(r"views/([^/]+)/([^/]+)/meta\.json")  # what `view_meta_key` builds: (sha, phash)
+
+
+def fg_map_key(sha: str, phash: str) -> str:
+    """Key of the foreground map of input `sha` under parameters `phash` (a PNG, served by /views like views)."""
+    return validate_key(f"views/{sha}/{phash}/fg.png")
+
+
+def view_key_at(path: str) -> str:
+    """The key of a `/views/{path}` URL path (a view or foreground map)."""
+    return validate_key(f"views/{path}")
+
+
+def owner_key(tenant: str, sha: str) -> str:
+    """Key of the marker that `tenant` uploaded input `sha`."""
+    return validate_key(f"{owned_inputs_prefix(tenant)}/{sha}")
+
+
+def owned_inputs_prefix(tenant: str) -> str:
+    """The prefix below which `owner_key` markers of `tenant` live."""
+    return f"tenants/{tenant}/inputs"
 
 
 def pca_key(encoder_id: str) -> str:

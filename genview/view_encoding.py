@@ -9,7 +9,7 @@ from PIL import Image
 
 FAST_PNG_LEVEL = 1  # zlib level 1: ~5x faster than Pillow's default 6 on 512² views, files ~10% larger
 VIEW_FORMATS = {"png": ("PNG", "png"), "webp": ("WEBP", "webp"), "jpeg": ("JPEG", "jpg")}
-MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg"}
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg", "jpeg": "image/jpeg"}  # by key extension
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ def encode_fg_map(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def media_type(key: str) -> str:
-    """The media type of a stored view key by its extension."""
-    return MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "application/octet-stream")
+def media_type(key: str) -> str | None:
+    """The media type of a stored view (or foreground map) key by its extension; None when it names no image."""
+    return MEDIA_TYPES.get(key.rsplit(".", 1)[-1])
+
+
+def is_view_key(key: str) -> bool:
+    """Whether `key` names a stored image below `views/` by its extension."""
+    return key.startswith("views/") and media_type(key) is not None

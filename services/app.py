@@ -12,7 +12,8 @@ from genview.store import ObjectStore
 from services.errors import STATUS_TEXT, install_error_handlers
 from services.guard import RequestGuard
 from services.health import health_router
-from services.inputs import inputs_body_limits, inputs_router
+from services.inputs import inputs_body_limits
+from services.inputs import router as inputs_router
 from services.metrics import ServiceMetrics
 
 DOCS_ASSETS = "/static/docs"
@@ -28,7 +29,8 @@ def base_app(service: str, description: str, settings: Settings, queues: dict[st
     app.add_middleware(RequestGuard, settings=settings, body_limits={**inputs_body_limits(settings), **body_limits})
     metrics.install(app)
     app.include_router(health_router(queues, store))
-    app.include_router(inputs_router(settings, store))
+    app.state.settings, app.state.store = settings, store
+    app.include_router(inputs_router)
     app.openapi = lambda: _openapi_with_one_error_schema(app)
     return app, metrics
 

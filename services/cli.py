@@ -11,7 +11,6 @@ folder); either failure ends in one line on stderr, with the traceback only unde
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import sys
@@ -77,14 +76,35 @@ def _serve_http(app, args: argparse.Namespace, settings: Settings, default_port:
     uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=settings.access_log)
 
 
+def create_app(service: str, settings: Settings):
+    """The HTTP app of one service (imported here, on use: the other commands need no FastAPI)."""
+    if service == "generator":
+        from services.generator.app import create_app as create_generator_app
+
+        return create_generator_app(settings)
+    from services.scorer.app import create_app as create_scorer_app
+
+    return create_scorer_app(settings)
+
+
+def build_worker(service: str, settings: Settings):
+    """The worker of one service, with its model loaded."""
+    if service == "generator":
+        from services.generator.wiring import build_worker as build_generator_worker
+
+        return build_generator_worker(settings)
+    from services.scorer.wiring import build_worker as build_scorer_worker
+
+    return build_scorer_worker(settings)
+
+
 def api_command(service: str):
     """`genview {service}-api`: the HTTP API of one service."""
 
     def run(args: argparse.Namespace) -> None:
         settings = get_settings()
         log.info(startup_line(f"{service}-api", settings))
-        app = importlib.import_module(f"services.{service}.app").create_app(settings)
-        _serve_http(app, args, settings, PORTS[service])
+        _serve_http(create_app(service, settings), args, settings, PORTS[service])
 
     return run
 
@@ -95,7 +115,7 @@ def worker_command(service: str):
     def run(args: argparse.Namespace) -> None:
         settings = get_settings()
         log.info(startup_line(f"{service}-worker", settings))
-        worker = importlib.import_module(f"services.{service}.wiring").build_worker(settings)
+        worker = build_worker(service, settings)
         if settings.worker_metrics_port and worker.registry is not None:
             from prometheus_client import start_http_server
 
@@ -161,8 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree: library, services, the batch engine's options and the trainer's eval/export."""
     from genview import cli as library
-    from genview.batch.cli import register as register_batch
-    from trainer.eval.cli import register as register_eval
+    from genview.batch import cli as batch
+    from trainer.eval import cli as trainer_eval
 
     parser = argparse.ArgumentParser(prog="genview", formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="GenView services and tools. Configuration comes from GENVIEW_* "
@@ -173,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=LazyParser)
     library.register(sub)
     register(sub)
-    register_batch(sub)
-    register_eval(sub)
+    batch.register(sub)
+    trainer_eval.register(sub)
     return parser
 
 

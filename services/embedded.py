@@ -56,8 +56,8 @@ def create_embedded_app(settings: Settings, stop: threading.Event) -> FastAPI:
     limits = {**generator_app.body_limits(settings), **scorer_app.body_limits(settings)}
     app, metrics = base_app("embedded", "GenView generator and scorer in one process.", settings, queues, store,
                             limits)
-    app.include_router(generator_app.generator_router(settings, workers[0].queue, store, metrics))
-    app.include_router(scorer_app.scorer_router(settings, workers[1].queue, store, metrics))
+    generator_app.install(app, settings, workers[0].queue, store, metrics)
+    scorer_app.install(app, settings, workers[1].queue, store, metrics)
     add_gallery_route(app, TenantScopedStore(store))
     app.include_router(playground_router())
     for worker in workers:

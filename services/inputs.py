@@ -7,14 +7,15 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, File, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from genview.schemas import InputRef
 from genview.settings import Settings
-from genview.store import ObjectStore, input_key
+from genview.store import input_key
 from services.auth import Tenant
 from services.errors import GUARDED, error_responses
 from services.limits import FORM_OVERHEAD, single_valued_form
+from services.state import AppSettings, AppStore
 from services.tenancy import Ownership
 from services.uploads import accept_image
 
@@ -35,23 +36,19 @@ def store_input(owners: Ownership, tenant: str, sha: str, data: bytes) -> bool:
     return not known
 
 
-def inputs_router(settings: Settings, store: ObjectStore) -> APIRouter:
-    """`POST /inputs`."""
-    router = APIRouter(tags=["inputs"], responses=GUARDED)
-    owners = Ownership(store)
+router = APIRouter(tags=["inputs"], responses=GUARDED)
 
-    @router.post(INPUTS, response_model=InputRef, status_code=201, dependencies=[Depends(single_valued_form)],
-                 responses={200: {"model": InputRef, "description": "already stored for this API key"},
-                            **error_responses(400, 415)})
-    async def upload_input(tenant: Tenant,
-                           image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> JSONResponse:
-        """Store an image as an input, checked and limited as `/generate` checks its upload; answers its key.
 
-        201 when stored, 200 when this API key had stored the same bytes before (keys are content
-        addresses). The key is what `POST /basis/fit` and `POST /score/basis/fit` take in `keys`."""
-        data, sha = await accept_image(image, settings)
-        created = await anyio.to_thread.run_sync(store_input, owners, tenant, sha, data)
-        ref = InputRef(key=input_key(sha), sha256=sha)
-        return JSONResponse(ref.model_dump(mode="json"), status_code=201 if created else 200)
+@router.post(INPUTS, response_model=InputRef, status_code=201, dependencies=[Depends(single_valued_form)],
+             responses={200: {"model": InputRef, "description": "already stored for this API key"},
+                        **error_responses(400, 415)})
+async def upload_input(settings: AppSettings, store: AppStore, tenant: Tenant,
+                       image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")]) -> Response:
+    """Store an image as an input, checked and limited as `/generate` checks its upload; answers its key.
 
-    return router
+    201 when stored, 200 when this API key had stored the same bytes before (keys are content
+    addresses). The key is what `POST /basis/fit` and `POST /score/basis/fit` take in `keys`."""
+    data, sha = await accept_image(image, settings)
+    created = await anyio.to_thread.run_sync(store_input, Ownership(store), tenant, sha, data)
+    ref = InputRef(key=input_key(sha), sha256=sha)
+    return Response(ref.model_dump_json(), status_code=201 if created else 200, media_type="application/json")

@@ -6,14 +6,10 @@ from __future__ import annotations
 import re
 
 from genview.queue import Job
-from genview.store import ObjectNotFound, ObjectStore
+from genview.store import ObjectNotFound, ObjectStore, owned_inputs_prefix, owner_key
 from services.auth import PUBLIC, current_tenant
 
 SHA_IN_KEY = re.compile(r"^(?:inputs|views)/([0-9a-f]{64})(?:/|$)")
-
-
-def _marker(tenant: str, sha: str) -> str:
-    return f"tenants/{tenant}/inputs/{sha}"
 
 
 class Ownership:
@@ -24,16 +20,16 @@ class Ownership:
 
     def record(self, tenant: str, sha: str) -> None:
         if tenant != PUBLIC:
-            self.store.put(_marker(tenant, sha), b"")
+            self.store.put(owner_key(tenant, sha), b"")
 
     def owns(self, tenant: str, sha: str) -> bool:
-        return tenant == PUBLIC or self.store.exists(_marker(tenant, sha))
+        return tenant == PUBLIC or self.store.exists(owner_key(tenant, sha))
 
     def owned(self, tenant: str) -> set[str] | None:
         """The input hashes of `tenant` (None: everything, authentication is off)."""
         if tenant == PUBLIC:
             return None
-        return {key.rsplit("/", 1)[1] for key in self.store.list(f"tenants/{tenant}/inputs")}
+        return {key.rsplit("/", 1)[1] for key in self.store.list(owned_inputs_prefix(tenant))}
 
     def may_see_key(self, tenant: str, key: str) -> bool:
         """Whether `tenant` may read the store object `key` (inputs/… and views/… belong to their input)."""

@@ -10,12 +10,30 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from genview.basis import BasisCache
+from genview.basis import BasisCache, StaleBasis
 from genview.queue import Delivery, JobQueue
+from genview.schemas import InvalidPayload, JobPayload, parse_payload
 from genview.settings import Settings
 from services.worker_loop import consumer_name, run_worker
 
 log = logging.getLogger(__name__)
+
+
+def typed_payloads(queue: JobQueue, deliveries: list[Delivery]) -> list[tuple[Delivery, JobPayload]]:
+    """Each delivery with its validated payload; one that is no JobPayload fails for good (`invalid_payload`)."""
+    typed = []
+    for delivery in deliveries:
+        try:
+            typed.append((delivery, parse_payload(delivery.payload)))
+        except InvalidPayload as exc:
+            log.error("job %s: %s", delivery.job_id, exc)
+            queue.fail(delivery, str(exc), permanent=True)
+    return typed
+
+
+def fail_job(queue: JobQueue, delivery: Delivery, error: str, exc: Exception) -> bool:
+    """Fail a job with `error: <exception>`; for good when retrying cannot help (a replaced basis)."""
+    return queue.fail(delivery, f"{error}: {type(exc).__name__}: {exc}", permanent=isinstance(exc, StaleBasis))
 
 
 def finish_fit_job(queue: JobQueue, delivery: Delivery, bases: BasisCache, fit: Callable[[], BaseModel]) -> None:

@@ -13,9 +13,8 @@ from fastapi.testclient import TestClient
 from genview.queue import MemoryJobQueue, RedisJobQueue
 from genview.schemas import GenerationResult, ViewRef
 from genview.settings import Settings
-from genview.store import ObjectStore, sha256_hex
+from genview.store import ObjectStore, fg_map_key, sha256_hex, view_key, view_meta_key
 from services.generator.app import create_app as generator_app
-from services.generator.jobs import meta_key
 from services.scorer.app import create_app as scorer_app
 from harness.images import png_bytes
 from harness.ports import free_port, wait_for_port
@@ -46,15 +45,15 @@ def _post(client, image=None, headers=A, **fields):
 
 def _finish(store: ObjectStore, sha: str, job_payload: dict) -> GenerationResult:
     """Write a finished result for a job the way a worker does (views, fg map, result document)."""
-    from genview.schemas import GenerationParams
+    from genview.schemas import parse_payload
 
-    _, params = GenerationParams.from_payload(job_payload)
-    view, fg = f"views/{sha}/{params.hash}/0.png", f"views/{sha}/{params.hash}/fg.png"
+    params = parse_payload(job_payload).params
+    view, fg = view_key(sha, params.hash, 0), fg_map_key(sha, params.hash)
     for key in (view, fg):
         store.put(key, png_bytes(8, 8))
     result = GenerationResult(fg_ratio=0.5, fg_basis="per-image", basis_id="per-image", noise_level=200,
-                              noise_policy=params.noise, seed=0, size=32, views=[ViewRef(key=view)], fg_map=fg)
-    store.put(meta_key(sha, params), result.model_dump_json().encode())
+                              noise_policy=params.noise_policy, seed=0, size=32, views=[ViewRef(key=view)], fg_map=fg)
+    store.put(view_meta_key(sha, params.hash), result.model_dump_json().encode())
     return result
 
 

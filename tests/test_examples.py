@@ -16,7 +16,7 @@ from harness.processes import service_env, start_api
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # end-to-end: `genview serve`, a training process each
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = ["--noise-level", "auto", "--steps", "2", "--view-size", "32", "--image-size", "32",
+SMALL = ["--noise-policy", "auto", "--steps", "2", "--view-size", "32", "--image-size", "32",
          "--batch-size", "4", "--epochs", "2"]
 EPOCH_LINE = re.compile(r"^epoch (\d+) loss (\S+) w_min (\S+) w_max (\S+)$", re.M)
 

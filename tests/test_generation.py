@@ -29,7 +29,7 @@ def _image(seed: int) -> tuple[Image.Image, str]:
 
 
 def _params(noise: str = "adaptive", basis: str = "per-image", **kw) -> GenerationParams:
-    return GenerationParams(model="tiny", noise=noise, basis=basis, steps=2, size=40, **kw)
+    return GenerationParams(model="tiny", noise_policy=noise, basis=basis, steps=2, size=40, **kw)
 
 
 def test_view_seeds_differ_per_image_and_view_and_are_reproducible():
@@ -66,7 +66,7 @@ def test_adaptive_without_basis_is_refused_unless_per_image_is_asked_for(views):
         views.generate([ViewRequest(img, sha, _params("adaptive"), None)])
     out = views.generate([ViewRequest(img, sha, _params("auto:per-image", num_views=2), None)])[0]
     assert out.fg_basis == "per-image" and abs(out.fg_ratio - 0.4) < 0.01
-    assert out.level == 100 and len(out.views) == 2  # p = 102/256 < 0.4: the "constant" per-image level and out.views[0].size == (40, 40)
+    assert out.noise_level == 100 and len(out.views) == 2  # p = 102/256 < 0.4: the "constant" per-image level and out.views[0].size == (40, 40)
     assert out.fg_map.size == (40, 40) and out.fg_map.mode == "L"
 
 
@@ -95,4 +95,4 @@ def test_a_fitted_basis_projects_the_whole_batch_in_one_call(views):
     expected = (basis.project(tokens) > basis.threshold).float().mean(1)
     torch.testing.assert_close(ratios, expected)
     out = views.generate(requests)
-    assert [o.level for o in out] == [100 * min(4, int(float(r) * 5 + 1e-6)) for r in expected]
+    assert [o.noise_level for o in out] == [100 * min(4, int(float(r) * 5 + 1e-6)) for r in expected]

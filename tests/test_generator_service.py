@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from genview.queue import RedisJobQueue
+from genview.schemas import GenerateJob, GenerationParams, to_queue
 from genview.store import ObjectStore, sha256_hex
 from harness.images import png_bytes
 from harness.ports import free_port
@@ -149,7 +150,8 @@ def test_always_failing_job_ends_failed_with_its_error(cluster, fresh_redis_url)
     cluster.worker()
     queue = RedisJobQueue(fresh_redis_url, "generate")
     missing = sha256_hex(b"never uploaded")
-    job_id, _ = queue.submit({"sha": missing, "params": {"model": "tiny", "noise": "adaptive:per-image", "basis": "per-image"}})
+    job_id, _ = queue.submit(to_queue(GenerateJob(sha=missing, params=GenerationParams(
+        model="tiny", noise_policy="adaptive:per-image", basis="per-image"))))
     doc = _wait_all(base, [job_id], timeout=120)[job_id]
     assert doc["status"] == "failed"
     assert f"for input {missing}" in doc["error"] and "ObjectNotFound" in doc["error"]

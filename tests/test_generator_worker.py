@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from genview.basis import BasisCache
 from genview.models.unclip import UnclipGenerator
 from genview.queue import MemoryJobQueue
-from genview.schemas import BasisFitResult, GenerationParams, GenerationResult
+from genview.schemas import BasisFitResult, FitBasisJob, GenerateJob, GenerationParams, GenerationResult, to_queue
 from genview.settings import Settings
 from genview.store import ObjectStore, input_key, sha256_hex
 from genview.view_encoding import ViewEncoding
@@ -35,8 +35,8 @@ def _submit(worker: GeneratorWorker, seeds: range, noise: str = "auto:per-image"
         data = png_bytes(48, 40, seed=seed)
         sha = sha256_hex(data)
         worker.store.put(input_key(sha), data)
-        params = GenerationParams(model="tiny", noise=noise, basis=basis, steps=2, size=32, num_views=2, seed=0)
-        ids.append(worker.queue.submit(params.to_payload(sha))[0])
+        params = GenerationParams(model="tiny", noise_policy=noise, basis=basis, steps=2, size=32, num_views=2, seed=0)
+        ids.append(worker.queue.submit(to_queue(GenerateJob(sha=sha, params=params)))[0])
     return ids
 
 
@@ -98,7 +98,7 @@ def test_adaptive_job_without_basis_fails_and_a_fit_job_makes_it_work(generator,
     _drain(worker)
     assert worker.queue.get(refused).status == "failed" and "fit-pca" in worker.queue.get(refused).error
     _submit(worker, range(1, 4))  # more stored inputs to fit on
-    fit_id, _ = worker.queue.submit({"kind": "fit-basis", "num": 10, "keys": None, "tenant": "t"})
+    fit_id, _ = worker.queue.submit(to_queue(FitBasisJob(num=10, tenant="t")))
     _drain(worker)
     fit = worker.queue.get(fit_id)
     assert fit.status == "done", fit.error
@@ -109,6 +109,14 @@ def test_adaptive_job_without_basis_fails_and_a_fit_job_makes_it_work(generator,
     _drain(worker)
     done = GenerationResult.model_validate(worker.queue.get(ok).result)
     assert done.fg_basis == "fitted" and done.basis_id == basis.fingerprint
+
+
+def test_a_job_keyed_on_a_replaced_basis_fails_for_good_at_once(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "stale", encode_threads=0, max_deliveries=3)
+    [stale] = _submit(worker, range(1), noise="adaptive", basis="0" * 16)  # a basis that is not (or no longer) there
+    _drain(worker)
+    job = worker.queue.get(stale)
+    assert (job.status, job.deliveries) == ("failed", 1) and "stale_basis" in job.error, job.error
 
 
 def test_view_format_webp(generator, tmp_path):

@@ -98,3 +98,12 @@ def test_generator_api_conforms_to_its_schema(case):
 @FUZZ
 def test_scorer_api_conforms_to_its_schema(case):
     case.call_and_validate(checks=CHECKS)
+
+
+def test_generate_takes_noise_policy_and_marks_the_old_name_deprecated(tmp_path):
+    spec = TestClient(generator_app(_settings(tmp_path), MemoryJobQueue("g"), ObjectStore(f"file://{tmp_path}/s"))).get(
+        "/openapi.json").json()
+    body = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    fields = spec["components"]["schemas"][body.rsplit("/", 1)[1]]["properties"]
+    assert "noise_policy" in fields and fields["noise_level"].get("deprecated") is True
+    assert "deprecated" in fields["noise_level"]["description"]

@@ -146,6 +146,15 @@ def test_dying_workers_end_failed_and_nothing_is_lost(queue):
     assert queue.depth() == 0
 
 
+def test_a_permanent_failure_ends_the_job_at_once(queue):
+    job_id, _ = queue.submit({"x": 1})
+    [d] = queue.claim("w", count=1, block_ms=100)
+    assert queue.fail(d, "invalid_payload: x", permanent=True) is True
+    job = queue.get(job_id)
+    assert (job.status, job.error, job.deliveries) == (FAILED, "invalid_payload: x", 1)
+    assert queue.depth() == 0 and [j.job_id for j in queue.failed()] == [job_id]
+
+
 def test_gave_up_keeps_last_error(queue):
     job_id, _ = queue.submit({})
     [d] = queue.claim("w", count=1, block_ms=100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from genview.batch.cli import config_from_args
+from genview.method.noise import parse_noise_policy
 from services.cli import build_parser
 
 
@@ -34,5 +35,5 @@ def test_ray_config_follows_the_command_line_and_settings(monkeypatch):
     finally:
         get_settings.cache_clear()
     assert (config.concurrency, config.batch_size, config.gpus_per_actor) == (3, 4, 0.0)
-    assert config.noise_policy == "auto:per-image" and not config.with_originals  # --no-fit as with the service
+    assert config.noise_policy == parse_noise_policy("auto:per-image") and not config.with_originals  # --no-fit as with the service
     assert config.settings.device == "cpu" and config.shards == "s3://b/shards"

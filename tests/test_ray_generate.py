@@ -64,11 +64,11 @@ def test_shards_and_index_hold_every_image(generated):
         assert s[ORIGINAL] == (images / r.key).read_bytes()
         assert s[r.views[0]].startswith(b"\x89PNG") and s[FG_MAP].startswith(b"\x89PNG")
         assert r.basis_id == basis.fingerprint and r.fg_basis == "fitted"
-        assert r.level == int(adaptive_noise_level(torch.tensor([r.fg_ratio]))[0])
+        assert r.noise_level == int(adaptive_noise_level(torch.tensor([r.fg_ratio]))[0])
     index = read_index(str(shards))
     assert sorted(index.column("key").to_pylist()) == keys
     row = ShardIndex(index).lookup(records[5].key)
-    assert (row["sample"], row["level"]) == (samples[5]["__key__"], records[5].level)
+    assert (row["sample"], row["noise_level"]) == (samples[5]["__key__"], records[5].noise_level)
     official = generated["root"] / "official"
     assert sorted(str(p.relative_to(official / "train_variations")) for p in official.rglob("*.png")) == keys
     assert len((official / "fg_ratios.txt").read_text().splitlines()) == IMAGES
@@ -85,7 +85,7 @@ def test_the_service_path_gives_the_same_view_bytes(generated, fresh_redis_url, 
                          files={"image": (record.key, samples[3][ORIGINAL], "image/png")},
                          data={"noise_level": "auto", "steps": "2", "size": "32", "seed": "0"}).json()
         assert doc["status"] == "done", doc
-        assert (doc["basis_id"], doc["noise_level"], doc["fg_ratio"]) == (record.basis_id, record.level, record.fg_ratio)
+        assert (doc["basis_id"], doc["noise_level"], doc["fg_ratio"]) == (record.basis_id, record.noise_level, record.fg_ratio)
         assert doc["views"][0]["key"].split("/")[2] == record.params_hash
         view = httpx.get(f"{url}/{doc['views'][0]['key']}", timeout=30).content  # GET /views/{sha}/{hash}/0.png
         assert view == samples[3][record.views[0]]

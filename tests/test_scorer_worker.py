@@ -9,7 +9,7 @@ from genview.basis import BasisCache, BasisRequired
 from genview.method.pca import fit_pca_basis
 from genview.models.scorer_encoder import ScorerEncoder
 from genview.queue import MemoryJobQueue
-from genview.schemas import BasisFitResult
+from genview.schemas import BasisFitResult, FitBasisJob, to_queue
 from genview.scoring import PairScorer
 from genview.store import ObjectStore, input_key, sha256_hex
 from services.scorer.pairs import encode_pairs
@@ -45,14 +45,14 @@ def test_fit_job_fits_on_stored_images_and_pair_bodies(scorer):
         keys.append(input_key(sha256_hex(data)))
         store.put(keys[-1], data)
     worker = ScorerWorker(scorer, queue, store, basis_refresh_s=0)
-    job_id, _ = queue.submit({"kind": "fit-basis", "num": 10, "keys": None})
+    job_id, _ = queue.submit(to_queue(FitBasisJob(num=10)))
     worker.handle(queue.claim("t", 1, 0))
     job = queue.get(job_id)
     assert job.status == "done", job.error
     result = BasisFitResult.model_validate(job.result)
     assert result.images == 1 + 4  # one image, two pairs of two crops; the unreadable body is skipped
     assert BasisCache(store, scorer.encoder.encoder_id).current().fingerprint == result.basis_id
-    bad_id, _ = queue.submit({"kind": "fit-basis", "num": 1, "keys": [keys[2]]})
+    bad_id, _ = queue.submit(to_queue(FitBasisJob(num=1, keys=[keys[2]])))
     worker.handle(queue.claim("t", 1, 0))
     assert queue.get(bad_id).status == "failed" and "no tokens" in queue.get(bad_id).error
 

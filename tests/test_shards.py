@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 from genview.batch.shards import (ORIGINAL, RECORD, SHARD_NAME, ShardIndex, ShardOutput, ShardRecord, ShardSample,
                                   read_index, read_sample_at, view_field)
-from genview.batch.interop import export_official, gallery_rows
+from genview.batch.interop import gallery_rows, shard_views
+from genview.official import export_official
 from genview.gallery import HEADER_H, PAD, grid_size, render_grid
 from genview.schemas import GenerationParams
 from genview.training.pairs import Crop
@@ -17,7 +18,7 @@ from genview.training.shards import ShardViewSource
 from genview.training.views import SourceNotReady
 from harness.images import png_bytes
 
-PARAMS = GenerationParams(model="tiny", noise="adaptive", basis="abc", num_views=2, steps=2, size=32)
+PARAMS = GenerationParams(model="tiny", noise_policy="adaptive", basis="abc", num_views=2, steps=2, size=32)
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ CROPS = [Crop(_as_float, "original"), Crop(_as_float, "generated")]
 
 def sample(position: int, with_original: bool = True) -> ShardSample:
     record = ShardRecord(key=f"n{position % 3}/img{position}.png", sha256=f"{position:064x}", fg_ratio=0.1 * (position % 10),
-                         fg_basis="fitted", level=100 * (position % 5), seeds=[position, position + 1], basis_id="abc",
+                         fg_basis="fitted", noise_level=100 * (position % 5), seeds=[position, position + 1], basis_id="abc",
                          params=PARAMS, params_hash=PARAMS.hash, views=[view_field(0, "png"), view_field(1, "png")])
     original = png_bytes(24, 20, seed=position) if with_original else None
     return ShardSample(position, record, original, [png_bytes(32, 32, seed=1000 + position), png_bytes(32, 32, seed=2000 + position)],
@@ -57,7 +58,7 @@ def test_webdataset_reads_every_sample_and_the_index_points_at_it(tmp_path):
     index = read_index(out.url)
     assert index.num_rows == 12 and index.column("key").to_pylist() == sorted(index.column("key").to_pylist())
     row = ShardIndex(index).lookup("n1/img7.png")
-    assert row["shard"] == SHARD_NAME.format(1) and row["level"] == 200 and row["sample"] == "000000007"
+    assert row["shard"] == SHARD_NAME.format(1) and row["noise_level"] == 200 and row["sample"] == "000000007"
     members = read_sample_at(out.url, row["shard"], row["offset"])
     assert members[view_field(0, "png")] == png_bytes(32, 32, seed=1007)
     assert set(members) == {ORIGINAL, RECORD, "fg.png", "view0.png", "view1.png"}
@@ -129,7 +130,7 @@ def test_no_shards_is_a_clear_error(tmp_path):
 
 def test_export_official_from_shards(tmp_path):
     out = write(tmp_path, shards=2, per_shard=3)
-    n = export_official(out.url, str(tmp_path / "official"))
+    n = export_official(shard_views(out.url), str(tmp_path / "official"))
     assert n == 6
     written = sorted(str(p.relative_to(tmp_path / "official" / "train_variations"))
                      for p in (tmp_path / "official").rglob("*.png"))

@@ -45,8 +45,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_ray(args: argparse.Namespace) -> None:
-    from genview.batch.interop import export_official
+    from genview.batch.interop import shard_views
     from genview.batch.ray_generate import generate_shards, start_ray
+    from genview.official import export_official
 
     import ray
 
@@ -59,7 +60,7 @@ def run_ray(args: argparse.Namespace) -> None:
     print(f"{stats.images} images in {stats.shards} shards ({len(stats.shards_written)} written now) "
           f"in {stats.seconds:.1f} s -> {config.shards}")
     if args.export_official:
-        n = export_official(config.shards, args.export_official)
+        n = export_official(shard_views(config.shards), args.export_official)
         print(f"exported {n} views and fg_ratios.txt to {args.export_official}")
 
 

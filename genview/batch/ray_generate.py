@@ -25,11 +25,11 @@ from genview.basis import uses_fitted_basis
 from genview.generation import ViewGenerator, ViewRequest
 from genview.image_files import read_bytes
 from genview.images import load_rgb
-from genview.method.noise import parse_noise_policy
+from genview.method.noise import NoisePolicy
 from genview.method.pca import PCABasis
 from genview.models.presets import encoder_id
 from genview.pca_fit import fit_basis, sample_paths
-from genview.schemas import GenerationParams
+from genview.schemas import GenerationParams, NoisePolicyField
 from genview.settings import Settings
 from genview.store import ObjectStore, sha256_hex
 from genview.view_encoding import ViewEncoding, encode_fg_map
@@ -46,7 +46,7 @@ class RayGenerationConfig(BaseModel):
     images: str  # folder, .txt list or fsspec URL
     shards: str  # output folder or fsspec URL
     settings: Settings  # model, device, store (basis), view encoding, fg fraction
-    noise_policy: str = "adaptive"
+    noise_policy: NoisePolicyField = NoisePolicy("adaptive")
     num_views: int = _GEN["num_views"].default  # the generation defaults are GenerationParams'
     seed: int = _GEN["seed"].default
     steps: int = _GEN["steps"].default
@@ -118,7 +118,7 @@ def resolve_basis(config: RayGenerationConfig, paths: list[str]) -> PCABasis | N
     """The store's basis; else, when the policy needs one, a basis fitted on a Ray actor (saved to the store)."""
     s = config.settings
     current = BasisCache(ObjectStore.from_settings(s), encoder_id("generator", s.model)).current()
-    if current is not None or not uses_fitted_basis(parse_noise_policy(config.noise_policy)):
+    if current is not None or not uses_fitted_basis(config.noise_policy):
         return current
     actor = ray.remote(num_gpus=config.gpus_per_actor)(BasisFitter).remote(s)
     try:
@@ -130,7 +130,7 @@ def resolve_basis(config: RayGenerationConfig, paths: list[str]) -> PCABasis | N
 
 def generation_params(config: RayGenerationConfig, basis: PCABasis | None) -> GenerationParams:
     """The parameters the generator API would key the same request on (so both paths give the same views)."""
-    return GenerationParams(model=config.settings.model, noise=parse_noise_policy(config.noise_policy).spec,
+    return GenerationParams(model=config.settings.model, noise_policy=config.noise_policy,
                             basis=basis.fingerprint if basis else PER_IMAGE, num_views=config.num_views,
                             seed=config.seed, steps=config.steps, guidance_scale=config.guidance_scale,
                             prompt=config.prompt, size=config.size)
@@ -168,7 +168,7 @@ class ShardGenerator:
         out = []
         for position, key, raw, sha, g in zip(positions, keys, data, shas, self.views.generate(requests)):
             names = [view_field(v, self.encoding.ext) for v in range(len(g.views))]
-            record = ShardRecord(key=key, sha256=sha, fg_ratio=g.fg_ratio, fg_basis=g.fg_basis, level=g.level,
+            record = ShardRecord(key=key, sha256=sha, fg_ratio=g.fg_ratio, fg_basis=g.fg_basis, noise_level=g.noise_level,
                                  seeds=g.seeds, basis_id=self.params.basis, params=self.params,
                                  params_hash=self.params.hash, views=names)
             out.append(ShardSample(int(position), record, raw if self.config.with_originals else None,

@@ -3,10 +3,10 @@
 A shard `shard-NNNNNN.tar` holds, per image (WebDataset sample `NNNNNNNNN`, the image's position in the
 dataset's shuffled order): `original` (the input's bytes, unless written without), `view0.png` … (the
 generated views, encoded exactly as the generator service stores them), `fg.png` (foreground map) and `json`
-(a `ShardRecord`: the original's key, fg ratio, level, seeds, basis id, parameters). Next to it,
+(a `ShardRecord`: the original's key, fg ratio, noise level, seeds, basis id, parameters). Next to it,
 `shard-NNNNNN.parquet` holds the shard's index rows; the tar is written last, so a shard whose tar exists is
 complete. `index.parquet` merges the parts: key (path relative to the images folder), sample, shard, byte
-offset of the sample in the shard, fg ratio, level, sha256.
+offset of the sample in the shard, fg ratio, noise level, sha256.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel
 
-from genview.schemas import GenerationParams
+from genview.schemas import GenerationParams, ViewRecord
 
 SHARD_NAME = "shard-{:06d}.tar"
 INDEX_NAME = "index.parquet"
 ORIGINAL, FG_MAP, RECORD = "original", "fg.png", "json"
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("sample", pa.string()), ("shard", pa.string()),
-                          ("offset", pa.int64()), ("fg_ratio", pa.float32()), ("level", pa.int16()),
+                          ("offset", pa.int64()), ("fg_ratio", pa.float32()), ("noise_level", pa.int16()),
                           ("sha256", pa.string())])
 
 
@@ -49,16 +48,12 @@ def part_name(shard_name: str) -> str:
     return shard_name.removesuffix(".tar") + ".parquet"
 
 
-class ShardRecord(BaseModel):
+class ShardRecord(ViewRecord):
     """The JSON member of a sample: where the image came from and how its views were made."""
 
     key: str  # path of the original relative to the images folder
     sha256: str
-    fg_ratio: float
-    fg_basis: str
-    level: int
     seeds: list[int]
-    basis_id: str
     params: GenerationParams
     params_hash: str
     views: list[str]  # member suffixes of the views, in order
@@ -117,7 +112,7 @@ class ShardOutput:
                 for s in samples:
                     key = sample_key(s.position)
                     rows.append({"key": s.record.key, "sample": key, "shard": name, "offset": tar.offset,
-                                 "fg_ratio": s.record.fg_ratio, "level": s.record.level, "sha256": s.record.sha256})
+                                 "fg_ratio": s.record.fg_ratio, "noise_level": s.record.noise_level, "sha256": s.record.sha256})
                     for suffix, data in sorted(s.members().items()):
                         _add_member(tar, f"{key}.{suffix}", data)
         table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)

@@ -2,7 +2,7 @@
 
 The `tiny` presets are the real component classes with a few small layers and seeded random weights,
 written once with `save_pretrained` to a cache folder and then loaded through the same loading
-function as real weights (DESIGN §7). The `*-random` presets keep the real sizes (for GPU benchmarks).
+function as real weights. The `*-random` presets keep the real sizes (for GPU benchmarks).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def ensure_random_unclip(arch: str = "tiny", cache: str | os.PathLike | None = N
     return folder
 
 
-# open_clip model configs of the random-weight scorer presets (DESIGN §7). `tiny`: timm's smallest ConvNeXt
+# open_clip model configs of the random-weight scorer presets. `tiny`: timm's smallest ConvNeXt
 # (stride 32, so 7×7 at 224² like convnext_base_w) and a one-layer text tower (open_clip's CLIP needs one).
 SCORER_ARCHS: dict[str, dict] = {
     "tiny": dict(

@@ -1,9 +1,9 @@
-"""Frozen OpenCLIP image tower E of the quality score: the final feature map F (DESIGN §3, Eq. 10).
+"""Frozen OpenCLIP image tower E of the quality score: the final feature map F (Eq. 10).
 
 The real encoder is OpenCLIP `convnext_base_w` (`laion2b_s13b_b82k_augreg`) at 224², whose final
 feature map is 7×7×1024. The `tiny` preset is an open_clip model config with timm's smallest ConvNeXt
 and seeded random weights, written once to the model cache and loaded through the same
-`open_clip.create_model` call as the real weights (DESIGN §7).
+`open_clip.create_model` call as the real weights.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SCORER_PRESETS = {"convnext-base-w": ("convnext_base_w", "laion2b_s13b_b82k_augr
 # The real architecture with random weights, for benchmarks on machines without the weights.
 RANDOM_SCORERS = {"convnext-base-w-random": "convnext_base_w"}
 DEFAULT_SCORER = "convnext-base-w"
-# Input size of the scorer (DESIGN §3: 224², so ConvNeXt's stride-32 map is 7×7; open_clip's
+# Input size of the scorer (224², so ConvNeXt's stride-32 map is 7×7; open_clip's
 # convnext_base_w config says 256, which is overridden: a ConvNeXt has no size-dependent weights).
 SCORER_IMAGE_SIZE = 224
 

@@ -111,8 +111,9 @@ class JobQueue(ABC):
         """Record the result and acknowledge the delivery (idempotent)."""
 
     @abstractmethod
-    def fail(self, delivery: Delivery, error: str) -> bool:
-        """Record the error; retry after a backoff, or fail for good once deliveries are used up (→ True)."""
+    def fail(self, delivery: Delivery, error: str, permanent: bool = False) -> bool:
+        """Record the error; retry after a backoff, or fail for good once deliveries are used up or the error
+        is `permanent` (a retry cannot help, e.g. an invalid payload) (→ True)."""
 
     @abstractmethod
     def cancel(self, job_id: str) -> bool:

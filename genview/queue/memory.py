@@ -168,12 +168,12 @@ class MemoryJobQueue(JobQueue):
                 self._update(delivery.job_id, h, {"status": DONE, "result": encoded})
             self._ack(delivery.token)
 
-    def fail(self, delivery: Delivery, error: str) -> bool:
+    def fail(self, delivery: Delivery, error: str, permanent: bool = False) -> bool:
         with self._cond:
             h = self._hash(delivery.job_id)
             if is_stale(h, delivery):
                 return bool(h) and h["status"] == FAILED
-            final = delivery.deliveries >= self.max_deliveries
+            final = permanent or delivery.deliveries >= self.max_deliveries
             self._update(delivery.job_id, h, {"status": FAILED if final else QUEUED, "error": error})
             if not final:
                 delay = retry_delay_s(delivery.deliveries, self.retry_backoff_s)

@@ -315,14 +315,14 @@ class RedisJobQueue(JobQueue):
         self.r.transaction(txn, key)
 
     @_reachable
-    def fail(self, delivery: Delivery, error: str) -> bool:
+    def fail(self, delivery: Delivery, error: str, permanent: bool = False) -> bool:
         key = self._key(delivery.job_id)
 
         def txn(p) -> bool:
             h = p.hgetall(key)
             if is_stale(h, delivery):
                 return bool(h) and h["status"] == FAILED
-            final = delivery.deliveries >= self.max_deliveries
+            final = permanent or delivery.deliveries >= self.max_deliveries
             p.multi()
             if final:
                 self._finish(p, delivery.job_id, {"status": FAILED, "error": error})

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from genview.image_files import read_bytes
-from genview.images import load_rgb
+from genview.images import MAX_PIXELS, load_rgb
 from genview.training.augment import CropSpec, transforms_for
 from genview.training.views import ViewCache, ViewSource
 
@@ -48,7 +48,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).digest()[:8], "little") >> 1
 
 
-def decode(data: bytes, max_pixels: int = 40_000_000) -> torch.Tensor:
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
     """Image bytes → upright RGB uint8 [3, H, W]."""
     return TF.pil_to_tensor(load_rgb(data, max_pixels))
 

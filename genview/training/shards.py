@@ -24,6 +24,7 @@ from webdataset.utils import pytorch_worker_info
 
 from genview.batch.shards import INDEX_NAME, ORIGINAL, RECORD, ShardOutput, ShardRecord, open_shards
 from genview.image_files import read_bytes
+from genview.images import MAX_PIXELS
 from genview.training.pairs import Crop, decode, positive_views, sample_seed, uses_generated
 from genview.training.views import SourceNotReady
 
@@ -37,7 +38,7 @@ class ShardViewSource(IterableDataset):
 
     def __init__(self, url: str, crops: Sequence[Crop], alpha: float = 1.0, seed: int = 0, loader_workers: int = 0,
                  batch_size: int = 1, shuffle_buffer: int = 256, data_root: str | None = None,
-                 max_pixels: int = 40_000_000):
+                 max_pixels: int = MAX_PIXELS):
         out = ShardOutput(url)
         self.urls = out.shard_urls()
         if not self.urls:

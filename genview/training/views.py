@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -64,10 +64,15 @@ def content_key(image: bytes, phash: str) -> str:
 class ServiceRequest:
     """The generation parameters the trainer sends with every image."""
 
-    noise_level: str
+    noise_policy: NoisePolicy
     steps: int
     size: int
     seed: int
+
+    def form(self) -> dict[str, str]:
+        """The `POST /generate` form fields (the policy as its canonical text)."""
+        return {"noise_policy": self.noise_policy.spec, "steps": str(self.steps), "size": str(self.size),
+                "seed": str(self.seed)}
 
 
 class ServiceViewSource:
@@ -76,8 +81,7 @@ class ServiceViewSource:
     def __init__(self, url: str, policy: NoisePolicy, steps: int, size: int, seed: int, retries: int = 3,
                  api_key: str | None = None):
         self.url = url
-        self.request = ServiceRequest(policy.spec, steps, size, seed)
-        self.policy = policy
+        self.request = ServiceRequest(policy, steps, size, seed)
         self.client = GeneratorClient(url, api_key=api_key, retries=retries)
         self.phash: str | None = None
         self.levels: dict[str, int] = {}  # noise level of each view fetched by this process, by image path
@@ -85,13 +89,13 @@ class ServiceViewSource:
     def check(self) -> None:
         """The generator answers `/readyz`; its model and basis become part of every content key."""
         ready_check(self.client, "generator", self.url)
-        self.phash = params_hash({**asdict(self.request), **self.client.basis().model_dump()})
+        self.phash = params_hash({**self.request.form(), **self.client.basis().model_dump()})
 
     @property
     def needs_basis(self) -> bool:
         """An adaptive policy against a generator with no fitted basis (it would answer 409 basis_required)."""
 
-        return uses_fitted_basis(self.policy) and self.client.basis().basis_id == PER_IMAGE
+        return uses_fitted_basis(self.request.noise_policy) and self.client.basis().basis_id == PER_IMAGE
 
     def fit_basis(self, paths: Sequence[str], num: int, seed: int = 0) -> str:
         """Fit the generator's basis on a sample of `paths` through the service; `check()` again afterwards to
@@ -104,9 +108,9 @@ class ServiceViewSource:
         return content_key(image, self.phash)
 
     def fetch(self, path: str, image: bytes) -> bytes:
-        doc = self.client.generate(image, **asdict(self.request))
-        self.levels[path] = doc.noise_level
-        return self.client.view(doc.views[0].key)
+        doc = self.client.generate(image, **self.request.form())
+        self.levels[path] = doc.result.noise_level
+        return self.client.view(doc.result.views[0].key)
 
     def level(self, path: str) -> int | None:
         """The noise level of this image's view, when this process fetched it."""

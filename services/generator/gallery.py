@@ -18,13 +18,12 @@ from PIL import Image
 
 from genview.gallery import GalleryItem, fmt
 from genview.schemas import ErrorBody
-from genview.store import ObjectNotFound, ObjectStore, input_key, validate_key
+from genview.store import META_KEY, ObjectNotFound, ObjectStore, input_key, validate_key
+from genview.view_encoding import MEDIA_TYPES, is_view_key
 from services.errors import ApiError
 
-META_KEY = re.compile(r"views/([^/]+)/([^/]+)/meta\.json")
 SHA = re.compile(r"[0-9a-f]{64}")
 MAX_LIMIT = 500
-VIEW_SUFFIXES = (".png", ".webp", ".jpg")
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
@@ -58,7 +57,7 @@ def _esc(value) -> str:
 
 def _view_url(key) -> str | None:
     """The `/views/...` URL of a view key stored in a result document, or None if the key is not valid."""
-    if not isinstance(key, str) or not key.startswith("views/") or not key.endswith(VIEW_SUFFIXES):
+    if not isinstance(key, str) or not is_view_key(key):
         return None
     try:
         validate_key(key)
@@ -129,7 +128,7 @@ def add_gallery_route(app: FastAPI, store: ObjectStore) -> None:
         return HTMLResponse(render_gallery(store, limit))
 
     @app.get("/inputs/{sha}", tags=["gallery"], response_class=Response, responses={
-        200: {"description": "the image", "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        200: {"description": "the image", "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
         304: {"description": "not modified (ETag)"},
         **{code: {"model": ErrorBody, "description": text} for code, text in ((400, "not a SHA-256"),
                                                                              (404, "no such input"))}})

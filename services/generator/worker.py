@@ -23,15 +23,13 @@ from genview.images import load_rgb
 from genview.models.unclip import UnclipGenerator
 from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
-from genview.schemas import GenerationParams, GenerationResult, ViewRef
+from genview.schemas import INVALID_PAYLOAD, FitBasisJob, GenerateJob, GenerationParams, GenerationResult, ViewRef
 from genview.settings import Settings
-from genview.store import ObjectNotFound, ObjectStore, input_key, view_key
+from genview.store import ObjectNotFound, ObjectStore, fg_map_key, input_key, view_key, view_meta_key
 from genview.view_encoding import ViewEncoding, encode_fg_map
-from services.generator.jobs import fg_map_key, meta_key
-from services.workers import finish_fit_job
+from services.workers import fail_job, finish_fit_job, typed_payloads
 
 log = logging.getLogger(__name__)
-FIT_KIND = "fit-basis"
 
 
 @dataclass
@@ -97,10 +95,16 @@ class GeneratorWorker:
         """The pipelined handler: returns after the model calls; this batch's stores finish while the next
         batch is decoded and generated (the next `submit`, `wait_stored` or `close` waits for them)."""
         start = time.perf_counter()
-        fits = [d for d in deliveries if d.payload.get("kind") == FIT_KIND]
-        for delivery in fits:
-            self.fit(delivery)
-        accepted = self._background(self.accept, [d for d in deliveries if d.payload.get("kind") != FIT_KIND])
+        generations = []
+        for delivery, payload in typed_payloads(self.queue, deliveries):
+            if isinstance(payload, FitBasisJob):
+                self.fit(delivery, payload)
+            elif isinstance(payload, GenerateJob):
+                generations.append((delivery, payload))
+            else:
+                self.queue.fail(delivery, f"{INVALID_PAYLOAD}: a generator worker runs no {payload.kind!r} jobs",
+                                permanent=True)
+        accepted = [f.result() for f in self._submit(self.accept, generations)]  # decoded in the pool
         jobs = [job for job in accepted if job is not None]
         model_s = 0.0
         storing: list[Future] = []
@@ -114,10 +118,6 @@ class GeneratorWorker:
         self.wait_stored()  # the previous batch's stores: they ran while this batch was decoded and generated
         self._storing = storing
         self.idle.add(time.perf_counter() - start, model_s)
-
-    def _background(self, fn, items: list) -> list:
-        """`fn(item)` for each item, in the pool when there is one; results in order."""
-        return [f.result() for f in self._submit(fn, [(item,) for item in items])]
 
     def _submit(self, fn, calls: list[tuple]) -> list[Future]:
         """Each call as a future: in the pool, or inline (serial path, or a pool that refuses work)."""
@@ -145,13 +145,9 @@ class GeneratorWorker:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
 
-    def accept(self, delivery: Delivery) -> _Job | None:
+    def accept(self, delivery: Delivery, job: GenerateJob) -> _Job | None:
         """Decode the job's input, or finish it at once (cached result, bad input, no basis)."""
-        try:
-            sha, params = GenerationParams.from_payload(delivery.payload)
-        except Exception as exc:  # malformed payload
-            self.queue.fail(delivery, f"bad job payload: {type(exc).__name__}: {exc}")
-            return None
+        sha, params = job.sha, job.params
         try:
             self.queue.complete(delivery, self._stored_result(sha, params))
             return None
@@ -162,10 +158,10 @@ class GeneratorWorker:
             return None
         try:
             basis = self.bases.matching(params.basis)
-            require_basis(params.policy, basis is not None)
+            require_basis(params.noise_policy, basis is not None)
             image = load_rgb(self.store.get(input_key(sha)), self.settings.max_pixels)
         except Exception as exc:
-            self.queue.fail(delivery, f"cannot run job for input {sha}: {type(exc).__name__}: {exc}")
+            fail_job(self.queue, delivery, f"cannot run job for input {sha}", exc)
             return None
         return _Job(delivery, ViewRequest(image, sha, params, basis))
 
@@ -189,28 +185,28 @@ class GeneratorWorker:
             return
         self.queue.complete(job.delivery, result)
 
-    def fit(self, delivery: Delivery) -> None:
+    def fit(self, delivery: Delivery, job: FitBasisJob) -> None:
         """A `fit-basis` job: fit the generator's basis on stored inputs, save it, complete with the result."""
         finish_fit_job(self.queue, delivery, self.bases, lambda: run_fit_job(
-            delivery.payload, self.store, self.generator, self.settings.fg_fraction, self.settings.max_pixels,
+            job, self.store, self.generator, self.settings.fg_fraction, self.settings.max_pixels,
             self.settings.max_batch_size))
 
     def _stored_result(self, sha: str, params: GenerationParams) -> dict:
         """The stored result document of (input, params); ObjectNotFound when there is none yet."""
-        return GenerationResult.model_validate_json(self.store.get(meta_key(sha, params))).model_dump()
+        return GenerationResult.model_validate_json(self.store.get(view_meta_key(sha, params.hash))).model_dump()
 
     def store_result(self, request: ViewRequest, generated: GeneratedViews) -> dict:
         """Write views, foreground map and result document (write-once: a rerun changes nothing)."""
         sha, params = request.sha, request.params
-        fg_map = fg_map_key(sha, params)
+        fg_map = fg_map_key(sha, params.hash)
         objects = {fg_map: encode_fg_map(generated.fg_map)}
         for v, img in enumerate(generated.views):
             objects[view_key(sha, params.hash, v, self.encoding.ext)] = self.encoding.encode(img)
         self.store.put_many(objects)  # the result document only once every object it names is stored
         views = [ViewRef(key=key) for key in objects if key != fg_map]
         result = GenerationResult(fg_ratio=generated.fg_ratio, fg_basis=generated.fg_basis, basis_id=params.basis,
-                                  noise_level=generated.level, noise_policy=params.noise, seed=params.seed,
+                                  noise_level=generated.noise_level, noise_policy=params.noise_policy, seed=params.seed,
                                   size=params.size, views=views, fg_map=fg_map)
-        if self.store.put(meta_key(sha, params), result.model_dump_json().encode()):
+        if self.store.put(view_meta_key(sha, params.hash), result.model_dump_json().encode()):
             return result.model_dump()
         return self._stored_result(sha, params)  # an earlier delivery wrote it first: its document stands

@@ -8,88 +8,94 @@ import logging
 import torch
 
 from genview.basis import PER_IMAGE, BasisCache
+from genview.images import MAX_PIXELS
 from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
-from genview.schemas import PairScores
+from genview.schemas import INVALID_PAYLOAD, FitBasisJob, PairScores, ScoreJob
 from genview.scoring import PairScorer
 from genview.store import ObjectNotFound, ObjectStore, score_body_key, score_key
 from services.scorer.pairs import decode_fit_input, decode_pairs
-from services.workers import finish_fit_job
+from services.workers import fail_job, finish_fit_job, typed_payloads
 
 log = logging.getLogger(__name__)
-FIT_KIND = "fit-basis"
 
 
 class ScorerWorker:
     """Turns scoring jobs (a stored pairs tensor each) into stored PairScores documents."""
 
     def __init__(self, scorer: PairScorer, queue: JobQueue, store: ObjectStore, basis_refresh_s: float = 10.0,
-                 fg_fraction: float | None = None, max_pixels: int = 40_000_000):
+                 fg_fraction: float | None = None, max_pixels: int = MAX_PIXELS):
         self.scorer, self.queue, self.store = scorer, queue, store
         self.bases = BasisCache(store, scorer.encoder.encoder_id, basis_refresh_s)
         self.fit_options = {"max_pixels": max_pixels, **({"fg_fraction": fg_fraction} if fg_fraction else {})}
 
     def handle(self, deliveries: list[Delivery]) -> None:
         """Complete or fail every delivery; jobs with the same image size and basis share forward passes."""
-        groups: dict[tuple, list[tuple[Delivery, torch.Tensor]]] = {}
-        for d in deliveries:
-            if d.payload.get("kind") == FIT_KIND:
-                self.fit(d)
-                continue
-            try:
-                if d.payload.get("cache"):
-                    self.queue.complete(d, self._stored(d.payload))
-                    continue
-            except ObjectNotFound:
-                pass
-            except Exception as exc:
-                self._fail(d, f"bad scoring job: {type(exc).__name__}: {exc}")
-                continue
-            try:
-                pairs = decode_pairs(self.store.get(score_body_key(d.payload["body"])))
-            except Exception as exc:
-                self._fail(d, f"cannot read pairs {d.payload.get('body')}: {type(exc).__name__}: {exc}")
-                continue
-            groups.setdefault((tuple(pairs.shape[2:]), d.payload["basis"]), []).append((d, pairs))
+        groups: dict[tuple, list[tuple[Delivery, ScoreJob, torch.Tensor]]] = {}
+        for d, job in typed_payloads(self.queue, deliveries):
+            if isinstance(job, FitBasisJob):
+                self.fit(d, job)
+            elif not isinstance(job, ScoreJob):
+                self.queue.fail(d, f"{INVALID_PAYLOAD}: a scorer worker runs no {job.kind!r} jobs", permanent=True)
+            elif (pairs := self._pairs(d, job)) is not None:
+                groups.setdefault((tuple(pairs.shape[2:]), job.basis), []).append((d, job, pairs))
         for (_, basis_id), items in groups.items():
             self._score_group(basis_id, items)
 
-    def _score_group(self, basis_id: str, items: list[tuple[Delivery, torch.Tensor]]) -> None:
+    def _pairs(self, d: Delivery, job: ScoreJob) -> torch.Tensor | None:
+        """The job's pairs to score, or None when it is finished already (a cached answer, or failed)."""
+        try:
+            if job.cache:
+                self.queue.complete(d, self._stored(job))
+                return None
+        except ObjectNotFound:
+            pass
+        except Exception as exc:
+            self._fail(d, job, f"bad scoring job: {type(exc).__name__}: {exc}")
+            return None
+        try:
+            return decode_pairs(self.store.get(score_body_key(job.body)))
+        except Exception as exc:
+            self._fail(d, job, f"cannot read pairs {job.body}: {type(exc).__name__}: {exc}")
+            return None
+
+    def _score_group(self, basis_id: str, items: list[tuple[Delivery, ScoreJob, torch.Tensor]]) -> None:
         """One scoring call for jobs sharing image size and basis; 'per-image' only when the job names it."""
         try:
-            quality = self.scorer.score(torch.cat([p for _, p in items]), self.bases.matching(basis_id),
+            quality = self.scorer.score(torch.cat([p for _, _, p in items]), self.bases.matching(basis_id),
                                         per_image=basis_id == PER_IMAGE)
-        except Exception as exc:  # e.g. out of memory: the jobs are retried
+        except Exception as exc:  # e.g. out of memory: the jobs are retried (a replaced basis: failed for good)
             log.exception("scoring failed for %d jobs", len(items))
-            for d, _ in items:
-                self._fail(d, f"scoring failed: {type(exc).__name__}: {exc}")
+            for d, job, _ in items:
+                self._fail(d, job, "scoring failed", exc)
             return
         start = 0
-        for d, pairs in items:
+        for d, job, pairs in items:
             part = slice(start, start + pairs.shape[0])
             start += pairs.shape[0]
             result = PairScores(s_f=quality.s_f[part].tolist(), s_b=quality.s_b[part].tolist(),
                                 q=quality.q[part].tolist(), fg_basis="per-image" if basis_id == PER_IMAGE else "fitted",
                                 basis_id=basis_id)
-            if d.payload["cache"]:
-                self.store.put(score_key(d.payload["body"], d.payload["phash"]), result.model_dump_json().encode())
+            if job.cache:
+                self.store.put(score_key(job.body, job.phash), result.model_dump_json().encode())
             self.queue.complete(d, result.model_dump())
-            self.store.delete(score_body_key(d.payload["body"]))  # bodies are transient: scored, then gone
+            self.store.delete(score_body_key(job.body))  # bodies are transient: scored, then gone
 
-    def _fail(self, delivery: Delivery, error: str) -> None:
+    def _fail(self, delivery: Delivery, job: ScoreJob, error: str, exc: Exception | None = None) -> None:
         """Fail a scoring job; once it has failed for good its transient body goes too."""
-        if self.queue.fail(delivery, error) and "body" in delivery.payload:
+        final = fail_job(self.queue, delivery, error, exc) if exc else self.queue.fail(delivery, error)
+        if final:
             try:
-                self.store.delete(score_body_key(delivery.payload["body"]))
+                self.store.delete(score_body_key(job.body))
             except Exception:  # the store is down too: the body stays until a lifecycle rule removes it
                 log.warning("could not delete the body of failed job %s", delivery.job_id, exc_info=True)
 
-    def _stored(self, payload: dict) -> dict:
+    def _stored(self, job: ScoreJob) -> dict:
         """The stored scores of a cached job; ObjectNotFound when there are none yet."""
-        return PairScores.model_validate_json(self.store.get(score_key(payload["body"], payload["phash"]))).model_dump()
+        return PairScores.model_validate_json(self.store.get(score_key(job.body, job.phash))).model_dump()
 
-    def fit(self, delivery: Delivery) -> None:
+    def fit(self, delivery: Delivery, job: FitBasisJob) -> None:
         """A `fit-basis` job: fit the scorer's basis on stored inputs (images or pair bodies), save it."""
         finish_fit_job(self.queue, delivery, self.bases, lambda: run_fit_job(
-            delivery.payload, self.store, self.scorer.encoder, decode=decode_fit_input,
+            job, self.store, self.scorer.encoder, decode=decode_fit_input,
             batch_size=self.scorer.max_batch, **self.fit_options))

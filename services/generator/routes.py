@@ -1,0 +1,247 @@
+"""The generator's routes (`/generate`, `/jobs`, `/views/{key}`; `/basis…` is services/basis_routes.py) and the job
+logic under them: cache look-up, submission, visibility and the job documents."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi.responses import Response
+
+from genview.basis import PER_IMAGE, BasisRequired, require_basis, uses_fitted_basis
+from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
+from genview.queue import DONE, FAILED, Job
+from genview.schemas import GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
+from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
+from genview.view_encoding import MEDIA_TYPES, media_type
+from services.auth import Tenant
+from services.errors import GUARDED, ApiError, error_responses, public_error
+from services.jobs import check_capacity
+from services.limits import single_valued_form
+from services.state import Generator, ServiceState
+from services.uploads import check_image, read_upload
+
+ACCEPTED = {202: {"model": GenerationJobDocument, "description": "accepted, not finished yet (see Location)"}}
+POLICY_HELP = (f"'auto' (adaptive, Eq. 8; needs a fitted basis), 'auto:per-image', 'random', 'constant:L' or "
+               f"0–{MAX_NOISE_LEVEL}")
+router = APIRouter(tags=["generate"], responses=GUARDED)
+
+
+CACHE_ID = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")  # the job id of a cached answer: `cache_job_id`
+
+
+def meta_key(sha: str, params: GenerationParams) -> str:
+    """Where the result document of (input, params) lives."""
+    return view_meta_key(sha, params.hash)
+
+
+def cache_job_id(sha: str, params: GenerationParams) -> str:
+    """The job id under which a cached result is reported (no queue job exists for it)."""
+    return f"{sha}.{params.hash}"
+
+
+def document(service: ServiceState, job_id: str, status: str, result: GenerationResult | None, cached: bool,
+             error: str | None = None, job: Job | None = None) -> GenerationJobDocument:
+    """The job document, view URLs from the configured public base URL (never from `Host`)."""
+    if result is not None:
+        result = result.model_copy(update={"views": [v.model_copy(update={"url": service.urls.view(v.key)})
+                                                     for v in result.views]})
+    times = {"created": job.created, "updated": job.updated, "deliveries": job.deliveries} if job else {}
+    return GenerationJobDocument(job_id=job_id, status=status, result=result, cached=cached, error=public_error(error),
+                                 model=service.settings.model, **times)
+
+
+def job_document(service: ServiceState, job: Job) -> GenerationJobDocument:
+    result = GenerationResult.model_validate(job.result) if job.status == DONE and job.result else None
+    return document(service, job.job_id, job.status, result, False, job.error, job)
+
+
+def job_response(service: ServiceState, job: Job) -> Response:
+    """200 with the document when finished, 202 with a Location while queued or running."""
+    done = job.status in (DONE, FAILED)
+    headers = None if done else {"Location": service.urls.path(f"/jobs/{job.job_id}")}
+    return Response(job_document(service, job).model_dump_json(), status_code=200 if done else 202,
+                    media_type="application/json", headers=headers)
+
+
+def views_exist(store: ObjectStore, result: GenerationResult) -> bool:
+    """Cache truth: a result is only served while its views and foreground map are still stored."""
+    return all(store.exists(k) for k in [*(v.key for v in result.views), result.fg_map])
+
+
+def stored_result(store: ObjectStore, key: str) -> GenerationResult | None:
+    """The result document under `key`, or None."""
+    try:
+        return GenerationResult.model_validate_json(store.get(key))
+    except ObjectNotFound:
+        return None
+
+
+def fresh_result(store: ObjectStore, sha: str, params: GenerationParams) -> GenerationResult | None:
+    """The stored result of (input, params) if all its objects exist; a stale one is removed."""
+    result = stored_result(store, meta_key(sha, params))
+    if result is None or views_exist(store, result):
+        return result
+    store.delete(meta_key(sha, params))  # its views are gone: regenerate rather than serve dead URLs
+    return None
+
+
+def lookup(service: ServiceState, tenant: str, data: bytes, policy: NoisePolicy,
+           fields: dict) -> tuple[str, GenerationParams, GenerationResult | None]:
+    """(input hash, parameters, cached result or None) of a request, in one thread hop; on a hit the tenant
+    is recorded as an owner of the input."""
+    sha = sha256_hex(data)
+    basis = service.bases.fingerprint()
+    params = GenerationParams(model=service.settings.model, noise_policy=policy, basis=basis, **fields)
+    if uses_fitted_basis(policy) and basis == PER_IMAGE:
+        return sha, params, None  # answered 409 once the image is checked
+    result = fresh_result(service.store, sha, params)
+    if result is not None:
+        service.owners.record(tenant, sha)
+    return sha, params, result
+
+
+def submit(service: ServiceState, sha: str, params: GenerationParams) -> Job:
+    """Queue (or join) the job of (input, params); a finished duplicate whose views vanished is redone."""
+    queue, payload, dedup = service.queue, to_queue(GenerateJob(sha=sha, params=params)), f"{sha}:{params.hash}"
+    job_id, created = queue.submit(payload, dedup)
+    job = queue.get(job_id)
+    if not created and job is not None and job.status == DONE and not views_exist(
+            service.store, GenerationResult.model_validate(job.result)):
+        job_id, created = queue.submit(payload, f"{dedup}:redo:{job_id}")
+        job = queue.get(job_id)
+    if created:
+        service.metrics.submitted()
+    if job is None:
+        raise ApiError(503, "queue_unavailable", f"job {job_id} vanished right after it was queued; retry")
+    return job
+
+
+def visible_job(service: ServiceState, tenant: str, job_id: str) -> Job:
+    job = service.queue.get(job_id)
+    if job is None or not service.owners.may_see_job(tenant, job):
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+    return job
+
+
+def cached_document(service: ServiceState, tenant: str, job_id: str) -> GenerationJobDocument | None:
+    """The document of a cached answer's id (`<sha>.<phash>`) while its views exist; None for other ids."""
+    match = CACHE_ID.match(job_id)
+    if not match:
+        return None
+    sha, phash = match.groups()
+    result = stored_result(service.store, view_meta_key(sha, phash)) if service.owners.owns(tenant, sha) else None
+    if result is None or not views_exist(service.store, result):
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+    return document(service, job_id, DONE, result, cached=True)
+
+
+def request_policy(noise_policy: str | None, noise_level: str | None):
+    """The request's noise policy, parsed once (from `noise_policy`, or its deprecated name `noise_level`)."""
+    field, text = ("noise_policy", noise_policy) if noise_policy is not None else ("noise_level", noise_level)
+    try:
+        return parse_noise_policy("auto" if text is None else text)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameters", [{"field": field, "message": str(exc)}]) from exc
+
+
+@router.post("/generate", response_model=GenerationJobDocument, dependencies=[Depends(single_valued_form)],
+             responses={**ACCEPTED, **error_responses(400, 409, 415, 429, 503)})
+async def generate(
+    service: Generator,
+    tenant: Tenant,
+    image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
+    noise_policy: Annotated[str | None, Form(description=f"{POLICY_HELP} (default 'auto')")] = None,
+    noise_level: Annotated[str | None, Form(deprecated=True, description="deprecated name of `noise_policy` "
+                                            "(accepted for one release; `noise_policy` wins when both are sent)")] = None,
+    num_views: Annotated[int, Form(ge=1, le=8)] = 1,
+    seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
+    steps: Annotated[int, Form(ge=1, le=200)] = 20,
+    guidance_scale: Annotated[float, Form(ge=0.0, le=50.0)] = 10.0,
+    prompt: Annotated[str, Form(max_length=1000)] = "",
+    size: Annotated[int, Form(ge=16, le=2048, description="output side in pixels (square)")] = 512,
+    wait: Annotated[bool, Query(description="wait for the result")] = False,
+    timeout: Annotated[float, Query(gt=0, description="seconds to wait when wait=true")] = 60.0,
+):
+    """Generate `num_views` views of an image with the adaptive noise level of Eq. 8 (or a fixed policy).
+
+    Answers 200 with the result when it is cached or finished within `timeout` (`wait=true`), else 202
+    with the job document and a `Location` to poll. An adaptive request with no fitted PCA basis is a
+    409 `basis_required` (fit one with `POST /basis/fit` or `genview fit-pca`, or ask for
+    `noise_policy=auto:per-image`)."""
+    policy = request_policy(noise_policy, noise_level)
+    settings = service.settings
+    data = await read_upload(image, settings.max_upload_bytes, "image")
+    fields = dict(num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
+    sha, params, cached = await anyio.to_thread.run_sync(lookup, service, tenant, data, policy, fields)
+    if cached is not None:  # these exact bytes were checked when they were first accepted
+        service.metrics.cache_hit()
+        return document(service, cache_job_id(sha, params), DONE, cached, cached=True)
+    await check_image(data, settings)
+    try:
+        require_basis(policy, params.basis != PER_IMAGE)
+    except BasisRequired as exc:
+        raise ApiError(409, "basis_required", str(exc)) from exc
+    await anyio.to_thread.run_sync(service.owners.record, tenant, sha)
+    await anyio.to_thread.run_sync(check_capacity, service.queue, settings)
+    await anyio.to_thread.run_sync(service.store.put, input_key(sha), data)
+    job = await anyio.to_thread.run_sync(submit, service, sha, params)
+    if wait and job.status not in (DONE, FAILED):
+        job = await service.waiter.wait(job.job_id, timeout) or job
+    return job_response(service, job)
+
+
+@router.get("/jobs/{job_id}", response_model=GenerationJobDocument,
+            responses={**ACCEPTED, **error_responses(404, 503)})
+async def get_job(service: Generator, tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]):
+    """A job's status; its result (views with URLs, fg ratio, noise level) once done, its error once failed."""
+    cached = await anyio.to_thread.run_sync(cached_document, service, tenant, job_id)
+    if cached is not None:
+        return cached
+    return job_response(service, await anyio.to_thread.run_sync(visible_job, service, tenant, job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=GenerationJobDocument, responses=error_responses(404, 409, 503))
+async def cancel_job(service: Generator, tenant: Tenant,
+                     job_id: Annotated[str, Path(max_length=200)]) -> GenerationJobDocument:
+    """Cancel a job that is still queued (409 `not_cancellable` once a worker has it or it has finished)."""
+    job = await anyio.to_thread.run_sync(visible_job, service, tenant, job_id)
+    if not await anyio.to_thread.run_sync(service.queue.cancel, job_id):
+        raise ApiError(409, "not_cancellable", f"job {job_id} is {job.status}; only queued jobs can be cancelled")
+    job = await anyio.to_thread.run_sync(visible_job, service, tenant, job_id)
+    return job_document(service, job)
+
+
+@router.get("/jobs", response_model=list[GenerationJobDocument], responses=error_responses(503))
+async def list_jobs(service: Generator, tenant: Tenant, status: Annotated[Literal["failed"], Query(
+                        description="which jobs: `failed` lists the dead letters (jobs that gave up)")],
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[GenerationJobDocument]:
+    """Jobs by status, for operators: `status=failed` lists failed jobs, newest first, with their errors."""
+    failed = await anyio.to_thread.run_sync(service.queue.failed, limit)
+    visible = [j for j in failed if await anyio.to_thread.run_sync(service.owners.may_see_job, tenant, j)]
+    return [job_document(service, j) for j in visible]
+
+
+@router.get("/views/{key:path}", response_class=Response, responses={
+    200: {"description": "the image", "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
+    304: {"description": "not modified (ETag)"}, **error_responses(400, 404)})
+async def get_view(request: Request, service: Generator, tenant: Tenant, key: Annotated[str, Path(max_length=400)]):
+    """A generated view or foreground map; immutable, with an ETag."""
+    full = view_key_at(key)
+    kind = media_type(full)
+    if kind is None:
+        raise ApiError(400, "invalid_key", f"view keys end in one of {sorted(MEDIA_TYPES)}")
+    etag = f'"{sha256_hex(full.encode())[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"
+               if service.settings.api_key_set else "public, max-age=31536000, immutable"}
+    if not await anyio.to_thread.run_sync(service.owners.may_see_key, tenant, full):
+        raise ApiError(404, "unknown_view", f"no view {key!r}")
+    if request.headers.get("if-none-match") == etag and await anyio.to_thread.run_sync(service.store.exists, full):
+        return Response(status_code=304, headers=headers)
+    try:
+        data = await anyio.to_thread.run_sync(service.store.get, full)
+    except ObjectNotFound:
+        raise ApiError(404, "unknown_view", f"no view {key!r}") from None
+    return Response(data, media_type=kind, headers=headers)

@@ -1,0 +1,122 @@
+"""The scorer's routes: `/score`, `/score/batch` and `/score/jobs/{job_id}` (`/score/basis…`: services/basis_routes.py)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import anyio
+import numpy as np
+import torch
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi.responses import Response
+
+from genview.images import load_rgb
+from genview.method.quality import quality_weights
+from genview.queue import DONE, FAILED
+from genview.schemas import SCORE, BatchScoreResult, PairScores, ScoreJob, ScoreJobDocument, ScoreResult, to_queue
+from genview.store import ObjectNotFound, params_hash, score_body_key, score_key, sha256_hex
+from services.auth import Tenant
+from services.errors import GUARDED, ApiError, error_responses, public_error
+from services.jobs import check_capacity
+from services.limits import single_valued_form
+from services.scorer.jpeg_pairs import JPEG_TENSORS, decode_jpeg_pairs, tensor_names
+from services.scorer.pairs import encode_pairs, pair_from_images, parse_pairs
+from services.state import Scorer, ServiceState
+from services.uploads import image_work, read_upload
+
+BATCH_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
+    "type": "string", "format": "binary", "description": "safetensors with one uint8 tensor 'pairs' [N, 2, H, W, 3], "
+    "or JPEG crops: 'pairs_jpeg' (uint8, the files concatenated) and 'lengths' (int64 [N, 2])"}}}}}
+ACCEPTED = {202: {"model": ScoreJobDocument, "description": "accepted, not finished within `timeout` (see Location)"}}
+TIMEOUT_HELP = "seconds to wait before answering 202 (default GENVIEW_SCORE_TIMEOUT_S)"
+router = APIRouter(tags=["score"], responses=GUARDED)
+
+
+def _image_tensor(data: bytes, max_pixels: int) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(load_rgb(data, max_pixels)).copy())
+
+
+async def scores(service: ServiceState, body: bytes, timeout: float | None, tenant: str,
+                 cache: bool) -> tuple[PairScores, bool] | Response:
+    """(scores, cached) of a validated pairs body, from a job (202 if not done within `timeout`).
+
+    With `cache` (single pairs) the body's SHA-256 keys a stored answer and dedups jobs; without (batches:
+    training crops never repeat) the body is neither hashed nor kept — a random id names its transient copy."""
+    settings, store, queue = service.settings, service.store, service.queue
+    basis = await anyio.to_thread.run_sync(service.bases.fingerprint)
+    phash = params_hash({"model": settings.scorer_model, "basis": basis})
+    body_id, dedup = uuid.uuid4().hex, None
+    if cache:
+        body_id = await anyio.to_thread.run_sync(sha256_hex, body)
+        dedup = f"{tenant}:{body_id}:{phash}"
+        try:
+            cached = await anyio.to_thread.run_sync(store.get, score_key(body_id, phash))
+            service.metrics.cache_hit()
+            return PairScores.model_validate_json(cached), True
+        except ObjectNotFound:
+            pass
+    await anyio.to_thread.run_sync(check_capacity, queue, settings)
+    await anyio.to_thread.run_sync(lambda: store.put(score_body_key(body_id), body, overwrite=True, durable=False))
+    job = ScoreJob(body=body_id, cache=cache, phash=phash, basis=basis, tenant=tenant)
+    job_id, created = await anyio.to_thread.run_sync(queue.submit, to_queue(job), dedup)
+    if created:
+        service.metrics.submitted()
+    done = await service.waiter.wait(job_id, timeout or settings.score_timeout_s)
+    if done is None or done.status == FAILED:
+        raise ApiError(503, "scoring_failed", "the scoring job failed; retry later", {"Retry-After": "5"})
+    if done.status != DONE:
+        doc = ScoreJobDocument.of(done)
+        return Response(doc.model_dump_json(), status_code=202, media_type="application/json",
+                        headers={"Location": service.urls.path(f"/score/jobs/{job_id}")})
+    return PairScores.model_validate(done.result), False
+
+
+@router.post("/score", response_model=ScoreResult, dependencies=[Depends(single_valued_form)],
+             responses={**ACCEPTED, **error_responses(400, 415, 429, 503)})
+async def score(service: Scorer, tenant: Tenant, original: Annotated[UploadFile, File(description="the original image")],
+                view: Annotated[UploadFile, File(description="its generated view")],
+                timeout: Annotated[float | None, Query(gt=0, description=TIMEOUT_HELP)] = None):
+    """Score one pair: foreground similarity s_f, background similarity s_b (Eq. 11) and quality q (Eq. 12)."""
+    settings = service.settings
+    images = []
+    for name, upload in (("original", original), ("view", view)):
+        data = await read_upload(upload, settings.max_upload_bytes, name)
+        images.append(await image_work(_image_tensor, data, settings.max_pixels, field=name))
+    body = await image_work(lambda: encode_pairs(pair_from_images(*images)))
+    answer = await scores(service, body, timeout, tenant, cache=True)
+    if isinstance(answer, Response):
+        return answer
+    result, cached = answer
+    return ScoreResult(s_f=result.s_f[0], s_b=result.s_b[0], q=result.q[0], fg_basis=result.fg_basis,
+                       basis_id=result.basis_id, cached=cached, model=settings.scorer_model)
+
+
+@router.post("/score/batch", response_model=BatchScoreResult, openapi_extra=BATCH_BODY,
+             responses={**ACCEPTED, **error_responses(400, 429, 503)})
+async def score_batch(request: Request, service: Scorer, tenant: Tenant,
+                      gamma: Annotated[float, Query(ge=-100, le=100)] = 1.0,
+                      timeout: Annotated[float | None, Query(gt=0, description=TIMEOUT_HELP)] = None):
+    """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
+    settings = service.settings
+    body = await request.body()
+    if tensor_names(body) == JPEG_TENSORS:
+        pairs = await image_work(decode_jpeg_pairs, body, settings.max_score_pairs, settings.max_score_side,
+                                 settings.max_pixels, field="pairs_jpeg")
+        body = await anyio.to_thread.run_sync(encode_pairs, pairs)
+    await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
+    answer = await scores(service, body, timeout, tenant, cache=False)
+    if isinstance(answer, Response):
+        return answer
+    result, _ = answer
+    w = quality_weights(torch.tensor(result.q), gamma).tolist()
+    return BatchScoreResult(**result.model_dump(), gamma=gamma, w=w, model=settings.scorer_model)
+
+
+@router.get("/score/jobs/{job_id}", response_model=ScoreJobDocument, responses=error_responses(404, 503))
+async def get_job(service: Scorer, tenant: Tenant, job_id: Annotated[str, Path(max_length=200)]) -> ScoreJobDocument:
+    """A scoring job's status, and its scores once done."""
+    job = await anyio.to_thread.run_sync(service.queue.get, job_id)
+    if job is None or job.payload.get("kind") != SCORE or not service.owners.may_see_job(tenant, job):
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+    return ScoreJobDocument.of(job, public_error(job.error))
