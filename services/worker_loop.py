@@ -4,7 +4,8 @@ Batching is adaptive: a worker with nothing in flight starts at once with whatev
 while its handler is busy it collects the next batch (up to `max_batch`), handed over the moment the
 handler is free. Every job the worker holds, running or collected, keeps its lease: a heartbeat
 extends it every third of the queue's visibility timeout, so a long job is never redelivered while
-its worker lives. No backend outage ends the loop: it logs, waits and resumes.
+its worker lives. No backend outage ends the loop: it logs, waits and resumes. Jobs held during a store
+outage (services/store_outage.py) keep their leases and run again, before any new job, once the store is back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 
 from genview.queue import Delivery, JobQueue
+from services.store_outage import HeldForStore, StoreAwareQueue
 
 log = logging.getLogger(__name__)
 OUTAGE_RETRY_S = 1.0  # pause before claiming again after the queue backend failed
@@ -31,8 +33,8 @@ def consumer_name(role: str) -> str:
 class Leases:
     """The deliveries a worker holds, kept alive by a heartbeat thread every `visibility / 3`."""
 
-    def __init__(self, queue: JobQueue):
-        self._queue = queue
+    def __init__(self, queue: JobQueue, held: HeldForStore | None = None):
+        self._queue, self._store_held = queue, held
         self._held: dict[str, Delivery] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -53,6 +55,7 @@ class Leases:
         while not self._closed.wait(self._queue.visibility_timeout_s / 3):
             with self._lock:
                 held = list(self._held.values())
+            held += self._store_held.pending() if self._store_held else []
             try:
                 self._queue.extend(held)
             except Exception:  # an outage: the leases run out, and the jobs are redelivered if it lasts
@@ -93,7 +96,8 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
     `heartbeat_file` is touched on every pass while no batch runs and after each batch, so a probe sees a
     stale file only when a batch runs longer than its limit or the loop is stuck."""
     log.info("worker %s serving (batch %d, refill every %d ms)", consumer, max_batch, max_wait_ms)
-    leases = Leases(queue)
+    store_held = queue.held if isinstance(queue, StoreAwareQueue) else None
+    leases = Leases(queue, store_held)
     pool = ThreadPoolExecutor(1, thread_name_prefix="handler")
 
     def start(batch: list[Delivery]) -> Future:
@@ -116,6 +120,12 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
                 continue
             if stop.is_set():
                 break
+            if store_held is not None and store_held.waiting():  # no new job while the store is down
+                if busy:
+                    wait_for([running])
+                elif not (collected := leases.hold(store_held.due())):
+                    stop.wait(OUTAGE_RETRY_S)
+                continue
             try:
                 if not busy:  # nothing in flight: take what is there (waiting for the first job) and start
                     collected = leases.hold(queue.claim(consumer, max_batch, idle_block_ms))
