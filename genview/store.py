@@ -6,16 +6,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 MAX_KEY_LEN = 512
+COPY_CHUNK = 1024 * 1024  # bytes per read when an object is written from a file
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -169,16 +171,19 @@ class ObjectStore:
         return f"{self._root}/{validate_key(key)}"
 
     @_reachable
-    def put(self, key: str, data: bytes, *, overwrite: bool = False, durable: bool = True) -> bool:
-        """Write `data` atomically unless the object exists and not `overwrite`; True if written.
-        `durable=False` skips the fsync of a local file (transient objects)."""
+    def put(self, key: str, data: bytes | BinaryIO, *, overwrite: bool = False, durable: bool = True) -> bool:
+        """Write `data` (bytes, or the rest of a binary file, streamed) atomically unless the object exists and not
+        `overwrite`; True if written. `durable=False` skips the fsync of a local file (transient objects)."""
         path = self._path(key)
         if not overwrite and self.exists(key):
             return False
         if self.protocol == "file":
             self._write_local(path, data, durable)
-        else:
+        elif isinstance(data, (bytes, bytearray, memoryview)):
             self.fs.pipe_file(path, bytes(data))
+        else:
+            with self.fs.open(path, "wb") as f:
+                shutil.copyfileobj(data, f, COPY_CHUNK)
         return True
 
     def put_many(self, objects: dict[str, bytes]) -> None:
@@ -192,14 +197,17 @@ class ObjectStore:
                 future.result()
 
     @staticmethod
-    def _write_local(path: str, data: bytes, durable: bool = True) -> None:
+    def _write_local(path: str, data: bytes | BinaryIO, durable: bool = True) -> None:
         """Write a temp file next to `path`, then rename it over `path`."""
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         try:
             with open(tmp, "xb") as f:
-                f.write(data)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f, COPY_CHUNK)
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())

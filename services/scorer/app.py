@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import anyio
 import numpy as np
@@ -25,11 +25,10 @@ from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import FitJobDocument, JobWaiter, check_capacity, fit_job, fit_payload
 from services.limits import FORM_OVERHEAD, single_valued_form
 from services.metrics import ServiceMetrics
-from services.scorer.jpeg_pairs import JPEG_TENSORS, decode_jpeg_pairs, tensor_names
-from services.scorer.pairs import encode_pairs, pair_from_images, parse_pairs
+from services.scorer.pairs import batch_pairs, encode_pairs, pair_from_images
 from services.scorer.wiring import QUEUE_NAME, open_scorer_queue
 from services.tenancy import Ownership
-from services.uploads import image_work, read_upload
+from services.uploads import image_work, read_upload, spool_body
 from services.urls import Urls
 
 DESCRIPTION = "Positive-pair quality by foreground/background similarity (GenView Eq. 10–13)."
@@ -51,9 +50,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
-    """`/score` takes two image uploads; `/score/batch` a raw tensor body, larger than an image upload."""
-    return {"/score": 2 * settings.max_upload_bytes + FORM_OVERHEAD,
-            "/score/batch": settings.max_score_pairs * 2 * settings.max_score_side ** 2 * 3 + 1024 * 1024}
+    """`/score` takes two image uploads; `/score/batch` a tensor body (JPEG crops, or raw ones if small enough)."""
+    return {"/score": 2 * settings.max_upload_bytes + FORM_OVERHEAD, "/score/batch": settings.max_score_batch_bytes}
 
 
 def _image_tensor(data: bytes, max_pixels: int) -> torch.Tensor:
@@ -67,7 +65,8 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
     bases = BasisCache(store, scorer_id, settings.basis_refresh_s)
     waiter, urls, owners = JobWaiter(queue, settings), Urls(settings), Ownership(store)
 
-    async def scores(body: bytes, timeout: float, tenant: str, cache: bool) -> tuple[PairScores, bool] | JSONResponse:
+    async def scores(body: bytes | BinaryIO, timeout: float, tenant: str,
+                     cache: bool) -> tuple[PairScores, bool] | JSONResponse:
         """(scores, cached) of a validated pairs body, from a job (202 if not done within `timeout`).
 
         With `cache` (single pairs) the body's SHA-256 keys a stored answer and dedups jobs; without (batches:
@@ -122,13 +121,11 @@ def scorer_router(settings: Settings, queue: JobQueue, store: ObjectStore, metri
     async def score_batch(request: Request, tenant: Tenant, gamma: Annotated[float, Query(ge=-100, le=100)] = 1.0,
                           timeout: Annotated[float, Query(gt=0)] = settings.score_timeout_s):
         """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
-        body = await request.body()
-        if tensor_names(body) == JPEG_TENSORS:
-            pairs = await image_work(decode_jpeg_pairs, body, settings.max_score_pairs, settings.max_score_side,
-                                     settings.max_pixels, field="pairs_jpeg")
-            body = await anyio.to_thread.run_sync(encode_pairs, pairs)
-        await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
-        answer = await scores(body, timeout, tenant, cache=False)
+        with await spool_body(request) as raw:  # bodies and pairs go through temporary files, never whole in memory
+            body = await image_work(batch_pairs, raw, settings.max_score_pairs, settings.max_score_side,
+                                    settings.max_pixels, field="pairs_jpeg")
+        with body:
+            answer = await scores(body, timeout, tenant, cache=False)
         if isinstance(answer, JSONResponse):
             return answer
         result, _ = answer
