@@ -21,7 +21,7 @@ STATUS_TEXT = {
     404: "not found (or not visible to this API key)", 409: "conflict (e.g. no fitted PCA basis)",
     413: "body, upload or image too large", 415: "unsupported image format",
     422: "invalid parameters", 429: "queue full, retry later (Retry-After)",
-    503: "queue or store unavailable, retry later (Retry-After)",
+    503: "queue or store unavailable, or too many bodies in flight; retry later (Retry-After)",
 }
 
 
