@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     model_cache: str = Field("~/.cache/genview", description="where tiny presets are written")
     compile: bool = Field(False, description="torch.compile the UNet on CUDA (slow first batch, faster after)")
     api_keys: str = Field("", description="comma-separated API keys, each a tenant; empty → no auth")
+    allow_anonymous: bool = Field(False, description="let an API without API keys serve on a non-loopback address "
+                                  "(on purpose: anyone who reaches it may use it)")
     metrics_key: str = Field("", description="key for /metrics (Bearer or X-API-Key); empty → /metrics is open")
     public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")
     max_queue_depth: int = Field(0, ge=0, description="answer 429 while the queue holds this many jobs (0: off)")
