@@ -33,8 +33,8 @@ def consumer_name(role: str) -> str:
 class Leases:
     """The deliveries a worker holds, kept alive by a heartbeat thread every `visibility / 3`."""
 
-    def __init__(self, queue: JobQueue, held: HeldForStore | None = None):
-        self._queue, self._store_held = queue, held
+    def __init__(self, queue: JobQueue, held: HeldForStore | None = None, outage: threading.Event | None = None):
+        self._queue, self._store_held, self._outage = queue, held, outage or threading.Event()
         self._held: dict[str, Delivery] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -45,6 +45,12 @@ class Leases:
         with self._lock:
             self._held.update((d.token, d) for d in batch)
         return batch
+
+    def tokens(self) -> set[str]:
+        """The tokens of every delivery held (also those held for the store)."""
+        with self._lock:
+            held = set(self._held)
+        return held | {d.token for d in (self._store_held.pending() if self._store_held else [])}
 
     def release(self, batch: list[Delivery]) -> None:
         with self._lock:
@@ -60,6 +66,7 @@ class Leases:
                 self._queue.extend(held)
             except Exception:  # an outage: the leases run out, and the jobs are redelivered if it lasts
                 log.warning("could not extend the leases of %d jobs", len(held), exc_info=True)
+                self._outage.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -97,7 +104,8 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
     stale file only when a batch runs longer than its limit or the loop is stuck."""
     log.info("worker %s serving (batch %d, refill every %d ms)", consumer, max_batch, max_wait_ms)
     store_held = queue.held if isinstance(queue, StoreAwareQueue) else None
-    leases = Leases(queue, store_held)
+    outage = threading.Event()  # the queue failed: once it answers, resume the jobs whose outcome got lost
+    leases = Leases(queue, store_held, outage)
     pool = ThreadPoolExecutor(1, thread_name_prefix="handler")
 
     def start(batch: list[Delivery]) -> Future:
@@ -127,6 +135,10 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
                     stop.wait(OUTAGE_RETRY_S)
                 continue
             try:
+                if outage.is_set():  # back after an outage: first, at once, the jobs it lost track of
+                    collected += leases.hold(queue.resume(consumer, leases.tokens()))
+                    outage.clear()
+                    continue
                 if not busy:  # nothing in flight: take what is there (waiting for the first job) and start
                     collected = leases.hold(queue.claim(consumer, max_batch, idle_block_ms))
                 elif len(collected) < max_batch and max_wait_ms > 0:
@@ -138,6 +150,7 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
                     wait_for([running])
             except Exception:  # the queue backend is down: wait and retry, never exit
                 log.exception("claiming jobs failed; retrying in %.0f s", OUTAGE_RETRY_S)
+                outage.set()
                 stop.wait(OUTAGE_RETRY_S)
         if running is not None:
             wait_for([running])
