@@ -3,12 +3,12 @@ needs the store, readiness 503 meanwhile, and no accepted job failed or lost (he
 
 from __future__ import annotations
 
-import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 
-import torch
+from bench.store_outage import scenario
 from genview.queue import MemoryJobQueue
 from genview.settings import Settings
 from genview.store import ObjectStore, StoreUnavailable
@@ -65,72 +65,14 @@ def test_every_store_operation_raises_store_unavailable_while_its_folder_is_gone
             op()
 
 
-def _batch(seed: int) -> bytes:
-    generator = torch.Generator().manual_seed(seed)
-    return save({"pairs": torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8, generator=generator)})
-
-
-def _until(condition, timeout_s: float, what: str):
-    """Poll `condition()` until it returns something truthy (that value), failing after `timeout_s`."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_jobs_accepted_before_a_20_s_store_outage_are_held_by_the_worker_and_all_complete(
         tmp_path, fresh_redis_url, model_cache):
-    import signal
-    import time
-
-    from genview.queue import RedisJobQueue
-    from harness.processes import service_env, start_api, start_worker
-
-    env = service_env(scorer_model="tiny", device="cpu", model_cache=model_cache, redis_url=fresh_redis_url,
-                      store_url=f"file://{tmp_path / 'store'}", visibility_timeout_s="3", max_deliveries="1",
-                      max_batch_wait_ms="20", basis_refresh_s="0")
-    api, base = start_api("scorer-api", env, tmp_path)
-    worker = start_worker("scorer-worker", env, tmp_path)
-    queue = RedisJobQueue(fresh_redis_url, "score")
-
-    def submit(seed: int) -> httpx.Response:
-        return httpx.post(f"{base}/score/batch", content=_batch(seed), params={"timeout": "0.01"}, timeout=60)
-
-    def statuses(ids: list[str]) -> dict[str, str]:
-        return {job_id: queue.get(job_id).status for job_id in ids}
-
-    first = [submit(seed).json()["job_id"] for seed in range(3)]  # the worker is up and scoring
-    _until(lambda: set(statuses(first).values()) == {"done"}, 300, "the first jobs")
-    worker.popen.send_signal(signal.SIGSTOP)  # the next jobs are accepted while no worker runs…
-    accepted = [r.json()["job_id"] for r in map(submit, range(3, 15)) if r.status_code == 202]
-    outage = StoreFolderOutage(tmp_path / "store")
-    outage.down()
-    worker.popen.send_signal(signal.SIGCONT)  # … and claimed while the store is down
-    refused, ready, end = [], [], time.monotonic() + 20.0
-    while time.monotonic() < end:  # the outage itself: 20 s of requests that must be refused cleanly
-        refused.append(submit(100 + len(refused)))
-        ready.append(httpx.get(f"{base}/readyz", timeout=30).status_code)
-    during = statuses(accepted)
-    outage.up()
-    def finished() -> dict[str, str] | None:
-        now = statuses(accepted)
-        return now if set(now.values()) <= {"done", "failed"} else None
-
-    final = _until(finished, 300, "the held jobs")
-    assert len(accepted) == 12 and refused
-    assert all(r.status_code == 503 and r.json()["error"] == "store_unavailable" and r.headers["retry-after"]
-               for r in refused), [r.text for r in refused if r.status_code != 503][:3]
-    assert set(ready) == {503}
-    assert "done" not in during.values(), "the outage came too late: the worker had finished the jobs"
-    assert set(final.values()) == {"done"}, final
-    assert all(queue.get(job_id).deliveries == 1 for job_id in accepted)  # held by their worker, never reclaimed
-    assert worker.popen.poll() is None and "is held (not failed)" in worker.tail(200_000)
-    queue.close()
-    worker.stop()
-    api.stop()
+    result = scenario(tmp_path, fresh_redis_url, model_cache, down_s=20.0)
+    assert result.accepted == 12 and result.refused > 0
+    assert result.refused_as_503_json == result.refused  # 503 JSON store_unavailable + Retry-After, never 500
+    assert result.not_ready == result.ready_checks > 0
+    assert result.done_during_outage == 0, "the outage came too late: the worker had finished the jobs"
+    assert (result.completed, result.failed, result.lost) == (12, 0, 0)
+    assert result.redelivered == 0  # held by their worker (leases kept), never reclaimed nor failed
+    assert result.worker_alive and result.worker_held_jobs
