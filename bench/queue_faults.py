@@ -286,9 +286,13 @@ def main() -> None:
     if args.command == "worker":
         options = QueueOptions(args.visibility_timeout_s, args.max_deliveries, args.retry_backoff_s)
         return worker_main(args.url, options)
-    with tempfile.TemporaryDirectory() as lease_dir, tempfile.TemporaryDirectory() as outage_dir:
+    with tempfile.TemporaryDirectory() as lease_dir, tempfile.TemporaryDirectory() as outage_dir, \
+            tempfile.TemporaryDirectory() as resume_dir:
         result = {"lease": asdict(lease_scenario(Path(lease_dir))),
-                  "outage": asdict(outage_scenario(Path(outage_dir)))}
+                  "outage": asdict(outage_scenario(Path(outage_dir))),
+                  # leases far longer than the outage: only the resume of lost jobs finishes them soon after it
+                  "outage_visibility_120s": asdict(outage_scenario(
+                      Path(resume_dir), options=QueueOptions(visibility_timeout_s=120.0)))}
     emit(result, args.out)
 
 
