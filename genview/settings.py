@@ -66,9 +66,9 @@ class Settings(BaseSettings):
     max_inflight_body_bytes: int = Field(256 * 1024 * 1024, gt=0,
                                          description="request body bytes an API process holds at once; "
                                          "past it requests are answered 503 before their bodies are read")
-    max_score_batch_bytes: int = Field(64 * 1024 * 1024, gt=0,
-                                       description="largest /score/batch body (JPEG crops of a training batch fit; "
-                                       "raise it for large raw uint8 batches)")
+    max_score_batch_bytes: int = Field(128 * 1024 * 1024, gt=0,
+                                       description="largest /score/batch body (JPEG crops of a training batch fit: "
+                                       "1024 pairs of crops up to 64 KB; raise it for large raw uint8 batches)")
     max_score_pairs: int = Field(1024, ge=1, description="most pairs in one /score/batch request")
     max_score_side: int = Field(512, ge=16, description="largest image side in /score/batch")
     score_timeout_s: float = Field(120.0, gt=0, description="how long /score waits before answering 202")
