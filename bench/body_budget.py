@@ -7,14 +7,12 @@ one more request is answered 503 JSON with Retry-After before its body is read (
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import socket
-import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -121,14 +119,10 @@ def run(workdir: Path, concurrent: int = 8, body_limit: int = 64 * 2**20) -> Bod
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--concurrent", type=int, default=8)
-    args = parser.parse_args()
-    from bench.report import emit
+    from bench.report import run_main
 
-    with tempfile.TemporaryDirectory() as tmp:
-        emit(asdict(run(Path(tmp), args.concurrent)), args.out)
+    run_main(__doc__, lambda workdir, args: run(workdir, args.concurrent),
+             {"--concurrent": {"type": int, "default": 8}})
 
 
 if __name__ == "__main__":

@@ -8,12 +8,10 @@ job must end done on its first delivery once the store is back (held by its work
 
 from __future__ import annotations
 
-import argparse
 import signal
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -118,26 +116,26 @@ def scenario(workdir: Path, redis_url: str, model_cache: str, down_s: float = 20
         api.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--down-s", type=float, default=20.0)
-    args = parser.parse_args()
-    from bench.report import emit
+def with_own_redis(workdir: Path, down_s: float) -> StoreOutageResult:
+    """`scenario` on a private redis-server and tiny presets written to `workdir`."""
     from genview.models.presets import ensure_random_unclip
 
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        (workdir / "redis").mkdir()
-        (workdir / "cache").mkdir()
-        ensure_random_unclip("tiny", workdir / "cache")
-        redis_server = RedisServer(workdir / "redis")
-        redis_server.start()
-        try:
-            result = scenario(workdir, redis_server.url, str(workdir / "cache"), args.down_s)
-        finally:
-            redis_server.stop()
-    emit(asdict(result), args.out)
+    (workdir / "redis").mkdir()
+    (workdir / "cache").mkdir()
+    ensure_random_unclip("tiny", workdir / "cache")
+    redis_server = RedisServer(workdir / "redis")
+    redis_server.start()
+    try:
+        return scenario(workdir, redis_server.url, str(workdir / "cache"), down_s)
+    finally:
+        redis_server.stop()
+
+
+def main() -> None:
+    from bench.report import run_main
+
+    run_main(__doc__, lambda workdir, args: with_own_redis(workdir, args.down_s),
+             {"--down-s": {"type": float, "default": 20.0}})
 
 
 if __name__ == "__main__":

@@ -37,13 +37,14 @@ def _malformed(why: str) -> ApiError:
 
 def _spec(name: str, entry: object, base: int) -> TensorSpec:
     """The checked spec of the header entry `name` (offsets relative to the data section at `base`)."""
-    if not isinstance(entry, dict) or entry.get("dtype") not in ITEM_SIZE:
+    if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) or entry["dtype"] not in ITEM_SIZE:
         raise _malformed(f"tensor {name!r} has no known dtype")
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise _malformed(f"tensor {name!r} has an invalid shape")
+    nbytes = math.prod(shape) * ITEM_SIZE[entry["dtype"]]
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
-            and 0 <= offsets[0] <= offsets[1] and offsets[1] - offsets[0] == math.prod(shape) * ITEM_SIZE[entry["dtype"]]):
+            and 0 <= offsets[0] <= offsets[1] and offsets[1] - offsets[0] == nbytes):
         raise _malformed(f"tensor {name!r} has data offsets that do not match its shape")
     return TensorSpec(entry["dtype"], tuple(shape), base + offsets[0], base + offsets[1])
 
@@ -62,8 +63,8 @@ def read_header(src: BinaryIO) -> dict[str, TensorSpec]:
         raise _malformed(f"header length {length} is out of range")
     try:
         header = json.loads(src.read(length))
-    except ValueError as exc:
-        raise _malformed(f"its header is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise _malformed(f"its header is not JSON ({type(exc).__name__})") from exc
     if not isinstance(header, dict):
         raise _malformed("its header is not a JSON object")
     specs = {name: _spec(name, entry, 8 + length) for name, entry in header.items() if name != "__metadata__"}
