@@ -76,3 +76,14 @@ def test_jobs_accepted_before_a_20_s_store_outage_are_held_by_the_worker_and_all
     assert (result.completed, result.failed, result.lost) == (12, 0, 0)
     assert result.redelivered == 0  # held by their worker (leases kept), never reclaimed nor failed
     assert result.worker_alive and result.worker_held_jobs
+
+
+@pytest.mark.slow
+def test_an_unreachable_s3_endpoint_is_store_unavailable(monkeypatch):
+    from harness.ports import free_port
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    store = ObjectStore("s3://genview/data", endpoint_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    with pytest.raises(StoreUnavailable, match="EndpointConnectionError"):
+        store.put("a/b", b"x")
