@@ -7,9 +7,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from prometheus_client import generate_latest
 
 from bench.queue_faults import RedisServer
 from genview.queue import DONE, Delivery, RedisJobQueue
+from services.metrics import ServiceMetrics
 from services.worker_loop import run_worker
 
 VISIBILITY_S = 600.0  # far longer than the test may wait: only a resume can finish the job in time
@@ -50,6 +52,8 @@ def test_a_job_whose_outcome_was_lost_in_an_outage_is_resumed_at_once_and_counte
         assert job is not None and job.status == DONE, job
         assert job.result == {"try": 2} and deliveries == [1, 2]
         assert queue.recomputed() == 1
+        scrape = generate_latest(ServiceMetrics("scorer", {"recovery": queue}).registry).decode()
+        assert 'genview_jobs_recomputed{queue="recovery"} 1.0' in scrape
     finally:
         stop.set()
         worker.join(60)
