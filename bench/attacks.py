@@ -319,7 +319,8 @@ def run(workdir: Path) -> dict:
     env = {**base, "OMP_NUM_THREADS": "1", "GENVIEW_MODEL": "tiny", "GENVIEW_SCORER_MODEL": "tiny",
            "GENVIEW_DEVICE": "cpu", "GENVIEW_STORE_URL": f"file://{workdir}/store",
            "GENVIEW_API_KEYS": ",".join(KEYS.values()), "GENVIEW_MAX_QUEUE_DEPTH": "4",
-           "GENVIEW_MAX_SCORE_PAIRS": "8", "GENVIEW_MAX_SCORE_SIDE": "256"}
+           "GENVIEW_MAX_SCORE_PAIRS": "8", "GENVIEW_MAX_SCORE_SIDE": "256",
+           "GENVIEW_MAX_SCORE_BATCH_BYTES": str(4 << 20)}
     apis = []
     try:
         apis.append(Api("generator-api", env, workdir / "generator.log"))

@@ -189,6 +189,8 @@ class OutageResult:
     failed: int
     lost: int  # accepted but never finished
     redelivered: int  # jobs delivered more than once (their completion was not recorded in the outage)
+    recomputed: int  # the queue's count of jobs handed out again with an earlier delivery unfinished
+    recovered_after_s: float  # from Redis answering again to the last accepted job finished
     worker_exits: int
 
 
@@ -207,11 +209,14 @@ def outage_scenario(workdir: Path, workers: int = 3, submit_s: float = 8.0, down
         pool.start(workers)
         pool.wait_serving()
 
+        back: list[float] = []
+
         def chaos() -> None:
             time.sleep(down_at_s)
             redis_server.crash()
             time.sleep(down_for_s)
             redis_server.start()
+            back.append(time.monotonic())
 
         chaos_thread = threading.Thread(target=chaos)
         chaos_thread.start()
@@ -233,10 +238,12 @@ def outage_scenario(workdir: Path, workers: int = 3, submit_s: float = 8.0, down
                 except QueueUnavailable:
                     time.sleep(0.2)
         finished = [j for j in jobs.values() if j is not None and j.status in TERMINAL]
+        last = max((j.updated for j in finished), default=time.time())  # wall clock → the monotonic one
+        recovered_s = last - time.time() + time.monotonic() - back[0]
         return OutageResult(submit_s, down_for_s, len(accepted), refused,
                             sum(j.status == DONE for j in finished), sum(j.status == FAILED for j in finished),
                             len(accepted) - len(finished), sum(j.deliveries > 1 for j in finished),
-                            len(pool.exited()))
+                            queue.recomputed(), round(recovered_s, 2), len(pool.exited()))
     finally:
         queue.close()
         pool.stop()
@@ -274,9 +281,13 @@ def main() -> None:
     if args.command == "worker":
         options = QueueOptions(args.visibility_timeout_s, args.max_deliveries, args.retry_backoff_s)
         return worker_main(args.url, options)
-    with tempfile.TemporaryDirectory() as lease_dir, tempfile.TemporaryDirectory() as outage_dir:
+    with tempfile.TemporaryDirectory() as lease_dir, tempfile.TemporaryDirectory() as outage_dir, \
+            tempfile.TemporaryDirectory() as resume_dir:
         result = {"lease": asdict(lease_scenario(Path(lease_dir))),
-                  "outage": asdict(outage_scenario(Path(outage_dir)))}
+                  "outage": asdict(outage_scenario(Path(outage_dir))),
+                  # leases far longer than the outage: only the resume of lost jobs finishes them soon after it
+                  "outage_visibility_120s": asdict(outage_scenario(
+                      Path(resume_dir), options=QueueOptions(visibility_timeout_s=120.0)))}
     emit(result, args.out)
 
 

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     fp8: bool = Field(False, description="FP8 linear layers in the UNet (torchao, dynamic activation scaling; "
                       "approximate, opt-in; CUDA compute capability ≥ 8.9; pip install 'genview[fp8]')")
     api_keys: str = Field("", description="comma-separated API keys, each a tenant; empty → no auth")
+    allow_anonymous: bool = Field(False, description="let an API without API keys serve on a non-loopback address "
+                                  "(on purpose: anyone who reaches it may use it)")
     metrics_key: str = Field("", description="key for /metrics (Bearer or X-API-Key); empty → /metrics is open")
     public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")
     max_queue_depth: int = Field(0, ge=0, description="answer 429 while the queue holds this many jobs (0: off)")
@@ -77,6 +79,12 @@ class Settings(BaseSettings):
     max_pixels: int = Field(MAX_PIXELS, gt=0, description="largest accepted image (width·height)")
     max_wait_s: float = Field(600.0, gt=0, description="longest `wait=true` a request may ask for")
 
+    max_inflight_body_bytes: int = Field(256 * 1024 * 1024, gt=0,
+                                         description="request body bytes an API process holds at once; "
+                                         "past it requests are answered 503 before their bodies are read")
+    max_score_batch_bytes: int = Field(128 * 1024 * 1024, gt=0,
+                                       description="largest /score/batch body (JPEG crops of a training batch fit: "
+                                       "1024 pairs of crops up to 64 KB; raise it for large raw uint8 batches)")
     max_score_pairs: int = Field(1024, ge=1, description="most pairs in one /score/batch request")
     max_score_side: int = Field(512, ge=16, description="largest image side in /score/batch")
     score_timeout_s: float = Field(120.0, gt=0, description="how long /score waits before answering 202")

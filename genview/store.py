@@ -6,13 +6,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import wraps
+from typing import BinaryIO, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 MAX_KEY_LEN = 512
+COPY_CHUNK = 1024 * 1024  # bytes per read when an object is written from a file
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -22,6 +27,35 @@ class ObjectNotFound(KeyError):
 
 class InvalidKey(ValueError):
     """The key is not allowed (see `validate_key`)."""
+
+
+class StoreUnavailable(OSError):
+    """The store's backend failed (unreachable, unwritable, unmounted); try again later."""
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def _backend_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the backend failing (an OS or S3-client error), not a missing object or a bad key."""
+    if isinstance(exc, (ObjectNotFound, InvalidKey, StoreUnavailable)):
+        return False
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore")
+
+
+def _reachable(method: F) -> F:
+    """Raise `StoreUnavailable` (from the cause) when the backend fails during `method`."""
+
+    @wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            if _backend_failure(exc):
+                raise StoreUnavailable(f"the object store failed: {type(exc).__name__}: {exc}") from exc
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 def sha256_hex(data: bytes) -> str:
@@ -159,16 +193,20 @@ class ObjectStore:
     def _path(self, key: str) -> str:
         return f"{self._root}/{validate_key(key)}"
 
-    def put(self, key: str, data: bytes, *, overwrite: bool = False, durable: bool = True) -> bool:
-        """Write `data` atomically unless the object exists and not `overwrite`; True if written.
-        `durable=False` skips the fsync of a local file (transient objects)."""
+    @_reachable
+    def put(self, key: str, data: bytes | BinaryIO, *, overwrite: bool = False, durable: bool = True) -> bool:
+        """Write `data` (bytes, or the rest of a binary file, streamed) atomically unless the object exists and not
+        `overwrite`; True if written. `durable=False` skips the fsync of a local file (transient objects)."""
         path = self._path(key)
         if not overwrite and self.exists(key):
             return False
         if self.protocol == "file":
             self._write_local(path, data, durable)
-        else:
+        elif isinstance(data, (bytes, bytearray, memoryview)):
             self.fs.pipe_file(path, bytes(data))
+        else:
+            with self.fs.open(path, "wb") as f:
+                shutil.copyfileobj(data, f, COPY_CHUNK)
         return True
 
     def put_many(self, objects: dict[str, bytes]) -> None:
@@ -182,14 +220,17 @@ class ObjectStore:
                 future.result()
 
     @staticmethod
-    def _write_local(path: str, data: bytes, durable: bool = True) -> None:
+    def _write_local(path: str, data: bytes | BinaryIO, durable: bool = True) -> None:
         """Write a temp file next to `path`, then rename it over `path`."""
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         try:
             with open(tmp, "xb") as f:
-                f.write(data)
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                else:
+                    shutil.copyfileobj(data, f, COPY_CHUNK)
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())
@@ -199,6 +240,7 @@ class ObjectStore:
                 os.remove(tmp)
             raise
 
+    @_reachable
     def get(self, key: str) -> bytes:
         """The bytes stored under `key`; ObjectNotFound if there are none."""
         path = self._path(key)
@@ -207,10 +249,15 @@ class ObjectStore:
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
 
+    @_reachable
     def exists(self, key: str) -> bool:
-        """Whether an object is stored under `key`."""
-        return self.fs.isfile(self._path(key))
+        """Whether an object is stored under `key` (StoreUnavailable when the backend cannot say)."""
+        try:
+            return self.fs.info(self._path(key))["type"] == "file"
+        except FileNotFoundError:
+            return False
 
+    @_reachable
     def delete(self, key: str) -> None:
         """Remove the object under `key`, if any."""
         path = self._path(key)
@@ -219,6 +266,7 @@ class ObjectStore:
         except FileNotFoundError:
             pass
 
+    @_reachable
     def list(self, prefix: str = "") -> list[str]:
         """Sorted keys of all objects below `prefix` (a key or key/ path; "" lists everything)."""
         base = self._path(prefix.removesuffix("/")) if prefix else self._root
@@ -226,6 +274,7 @@ class ObjectStore:
         keys = (p[start:] for p in self.fs.find(base))
         return sorted(k for k in keys if _key_problem(k) is None)
 
+    @_reachable
     def ping(self) -> None:
         """Raise if the store is unreachable (for s3: if the bucket does not exist)."""
         if self.protocol == "file" and not os.path.isdir(self._root):

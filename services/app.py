@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from prometheus_client import Gauge
 
 from genview.queue import JobQueue
 from genview.settings import Settings, package_version
@@ -14,6 +15,7 @@ from services.guard import RequestGuard
 from services.health import health_router
 from services.inputs import inputs_body_limits
 from services.inputs import router as inputs_router
+from services.limits import BodyBudget
 from services.metrics import ServiceMetrics
 
 DOCS_ASSETS = "/static/docs"
@@ -25,8 +27,12 @@ def base_app(service: str, description: str, settings: Settings, queues: dict[st
     app = FastAPIOffline(title=f"GenView {service}", version=package_version(), description=description,
                          static_url=DOCS_ASSETS)
     metrics = ServiceMetrics(service, queues)
+    budget = BodyBudget(settings.max_inflight_body_bytes)
+    Gauge("genview_body_bytes_in_flight", "request body bytes held now (GENVIEW_MAX_INFLIGHT_BODY_BYTES at most)",
+          registry=metrics.registry).set_function(lambda: budget.used)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, settings=settings, body_limits={**inputs_body_limits(settings), **body_limits})
+    app.add_middleware(RequestGuard, settings=settings, body_limits={**inputs_body_limits(settings), **body_limits},
+                       budget=budget)
     metrics.install(app)
     app.include_router(health_router(queues, store))
     app.state.settings, app.state.store = settings, store

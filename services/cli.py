@@ -68,6 +68,17 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def checked_access(settings: Settings, host: str, role: str) -> str:
+    """Who may call an API on `host` (for its start-up line); exits with a one-line error instead when it would
+    serve without keys where it must not (services/auth.py)."""
+    from services.auth import access_mode, anonymous_refusal
+
+    refusal = anonymous_refusal(settings, host)
+    if refusal:
+        sys.exit(f"genview {role}: {refusal}")
+    return access_mode(settings, host)
+
+
 def _serve_http(app, args: argparse.Namespace, settings: Settings, default_port: int) -> None:
     """Serve on --port, else GENVIEW_PORT, else the command's default port."""
     import uvicorn
@@ -103,7 +114,8 @@ def api_command(service: str):
 
     def run(args: argparse.Namespace) -> None:
         settings = get_settings()
-        log.info(startup_line(f"{service}-api", settings))
+        access = checked_access(settings, args.host, f"{service}-api")
+        log.info(f"{startup_line(f'{service}-api', settings)}, {access}")
         _serve_http(create_app(service, settings), args, settings, PORTS[service])
 
     return run
@@ -129,8 +141,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from services.embedded import create_embedded_app, serving_settings
 
     settings, fallback = serving_settings(get_settings())
+    access = checked_access(settings, args.host, "serve")
     note = f" (tiny random models, meaningless pictures: {fallback}; README 'Real weights')" if fallback else ""
-    log.info(startup_line("serve", settings) + note)
+    log.info(f"{startup_line('serve', settings)}, {access}{note}")
     stop = threading.Event()
     app = create_embedded_app(settings, stop)
     try:

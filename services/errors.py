@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fastapi import FastAPI, Request
@@ -11,15 +12,16 @@ from starlette.exceptions import HTTPException
 
 from genview.images import ImageRejected
 from genview.queue import QueueUnavailable
-from genview.store import InvalidKey
+from genview.store import InvalidKey, StoreUnavailable
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 STATUS_TEXT = {
     400: "bad request (undecodable or malformed input)", 401: "missing or invalid API key",
     404: "not found (or not visible to this API key)", 409: "conflict (e.g. no fitted PCA basis)",
     413: "body, upload or image too large", 415: "unsupported image format",
     422: "invalid parameters", 429: "queue full, retry later (Retry-After)",
-    503: "queue or store unavailable, retry later (Retry-After)",
+    503: "queue or store unavailable, or too many bodies in flight; retry later (Retry-After)",
 }
 
 
@@ -52,6 +54,12 @@ def retry_later(status: int, code: str, detail: str) -> ApiError:
     return ApiError(status, code, detail, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+def outage_response(code: str, what: str, exc: Exception) -> JSONResponse:
+    """503 with `Retry-After` for a backend that is down; the log keeps the cause, the client gets the what."""
+    log.warning("answering 503 %s: %s", code, exc)
+    return error_response(503, code, f"{what} is unreachable; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+
+
 def error_responses(*statuses: int) -> dict[int, dict]:
     """OpenAPI `responses=` entries for these statuses, each with the real error schema."""
     from genview.schemas import ErrorBody
@@ -80,8 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueueUnavailable)
     async def _queue(_: Request, exc: QueueUnavailable):
-        return error_response(503, "queue_unavailable", "the job queue is unreachable; retry later",
-                              {"Retry-After": str(RETRY_AFTER_S)})
+        return outage_response("queue_unavailable", "the job queue", exc)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store(_: Request, exc: StoreUnavailable):
+        return outage_response("store_unavailable", "the object store", exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

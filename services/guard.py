@@ -1,4 +1,5 @@
-"""The request guard, first thing every request meets: API key (→ tenant), then the body limit of its route."""
+"""The request guard, first thing every request meets: API key (→ tenant), the body limit of its route, then the
+budget of body bytes in flight."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from genview.settings import Settings
 from services.auth import PUBLIC, current_tenant, matches, presented_key, tenant_id
 from services.errors import error_response
-from services.limits import DEFAULT_BODY_LIMIT, declared_too_large, limited_receive
+from services.limits import (DEFAULT_BODY_LIMIT, BodyBudget, BudgetExhausted, declared_too_large,
+                             limited_receive)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect",
                         "/playground"})
@@ -17,10 +19,11 @@ METRICS = "/metrics"
 
 
 class RequestGuard:
-    """ASGI middleware: 401 without a valid key, 413 past the body limit — before any body byte is read."""
+    """ASGI middleware: 401 without a valid key, 413 past the body limit, 503 while the bodies in flight fill the
+    budget — before any body byte is read (a chunked body: as soon as it goes over)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, body_limits: dict[str, int]):
-        self.app, self.body_limits = app, body_limits
+    def __init__(self, app: ASGIApp, settings: Settings, body_limits: dict[str, int], budget: BodyBudget):
+        self.app, self.body_limits, self.budget = app, body_limits, budget
         self.keys, self.metrics_key = settings.api_key_set, settings.metrics_key
 
     def _tenant(self, path: str, headers: Headers) -> str | None:
@@ -42,13 +45,18 @@ class RequestGuard:
             response = error_response(401, "unauthorized", "a valid API key is required "
                                       "(Authorization: Bearer KEY or X-API-Key: KEY)")
             return await response(scope, receive, send)
-        limit = self.body_limits.get(path, DEFAULT_BODY_LIMIT)
-        if declared_too_large(headers.get("content-length"), limit):
+        limit, declared = self.body_limits.get(path, DEFAULT_BODY_LIMIT), headers.get("content-length")
+        if declared_too_large(declared, limit):
             response = error_response(413, "body_too_large", f"the request body exceeds the limit of {limit} bytes")
             return await response(scope, receive, send)
+        if declared is not None and not self.budget.take(int(declared)):
+            busy = BudgetExhausted()
+            return await error_response(503, busy.code, busy.detail, busy.headers)(scope, receive, send)
         scope.setdefault("state", {})["tenant"] = tenant
         token = current_tenant.set(tenant)
+        counted, streamed = limited_receive(receive, limit, None if declared is not None else self.budget)
         try:
-            await self.app(scope, limited_receive(receive, limit), send)
+            await self.app(scope, counted, send)
         finally:
             current_tenant.reset(token)
+            self.budget.give(int(declared) if declared is not None else streamed[0])

@@ -26,8 +26,12 @@ class ServiceMetrics:
                                   registry=self.registry)
         self.jobs = Counter("genview_jobs_submitted", "jobs put on the queue", ["service"], registry=self.registry)
         depth = Gauge("genview_queue_depth", "jobs waiting or in progress", ["queue"], registry=self.registry)
+        again = Gauge("genview_jobs_recomputed", "jobs handed out again while an earlier delivery had recorded no "
+                      "outcome (after an outage or a dead worker): computed twice if it had finished", ["queue"],
+                      registry=self.registry)
         for name, queue in queues.items():
             depth.labels(name).set_function(_safe(queue.depth))
+            again.labels(name).set_function(_safe(queue.recomputed))
 
     def cache_hit(self) -> None:
         self.cache_hits.labels(self.service).inc()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from tempfile import SpooledTemporaryFile
 from typing import TypeVar
 
 import anyio
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 
 from genview.images import ImageRejected, validate_image
 from genview.settings import Settings
@@ -16,6 +17,12 @@ from services.errors import ApiError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SPOOL_IN_MEMORY = 1024 * 1024  # bytes of a spooled file kept in memory before it moves to disk
+
+
+def spooled() -> SpooledTemporaryFile:
+    """A temporary file that stays in memory while small and moves to disk past `SPOOL_IN_MEMORY`."""
+    return SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
 
 
 async def read_upload(upload: UploadFile, max_bytes: int, field: str) -> bytes:
@@ -24,6 +31,15 @@ async def read_upload(upload: UploadFile, max_bytes: int, field: str) -> bytes:
     if len(data) > max_bytes:
         raise ApiError(413, "upload_too_large", f"{field} is larger than {max_bytes} bytes")
     return data
+
+
+async def spool_body(request: Request) -> SpooledTemporaryFile:
+    """The request body in a temporary file (on disk past a small size), rewound: a large body never sits in memory."""
+    body = spooled()
+    async for chunk in request.stream():
+        body.write(chunk)
+    body.seek(0)
+    return body
 
 
 async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:

@@ -4,7 +4,8 @@ Batching is adaptive: a worker with nothing in flight starts at once with whatev
 while its handler is busy it collects the next batch (up to `max_batch`), handed over the moment the
 handler is free. Every job the worker holds, running or collected, keeps its lease: a heartbeat
 extends it every third of the queue's visibility timeout, so a long job is never redelivered while
-its worker lives. No backend outage ends the loop: it logs, waits and resumes.
+its worker lives. No backend outage ends the loop: it logs, waits and resumes. Jobs held during a store
+outage (services/store_outage.py) keep their leases and run again, before any new job, once the store is back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 
 from genview.queue import Delivery, JobQueue
+from services.store_outage import HeldForStore, StoreAwareQueue
 
 log = logging.getLogger(__name__)
 OUTAGE_RETRY_S = 1.0  # pause before claiming again after the queue backend failed
@@ -31,8 +33,8 @@ def consumer_name(role: str) -> str:
 class Leases:
     """The deliveries a worker holds, kept alive by a heartbeat thread every `visibility / 3`."""
 
-    def __init__(self, queue: JobQueue):
-        self._queue = queue
+    def __init__(self, queue: JobQueue, held: HeldForStore | None = None, outage: threading.Event | None = None):
+        self._queue, self._store_held, self._outage = queue, held, outage or threading.Event()
         self._held: dict[str, Delivery] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -44,6 +46,12 @@ class Leases:
             self._held.update((d.token, d) for d in batch)
         return batch
 
+    def tokens(self) -> set[str]:
+        """The tokens of every delivery held (also those held for the store)."""
+        with self._lock:
+            held = set(self._held)
+        return held | {d.token for d in (self._store_held.pending() if self._store_held else [])}
+
     def release(self, batch: list[Delivery]) -> None:
         with self._lock:
             for d in batch:
@@ -53,10 +61,12 @@ class Leases:
         while not self._closed.wait(self._queue.visibility_timeout_s / 3):
             with self._lock:
                 held = list(self._held.values())
+            held += self._store_held.pending() if self._store_held else []
             try:
                 self._queue.extend(held)
             except Exception:  # an outage: the leases run out, and the jobs are redelivered if it lasts
                 log.warning("could not extend the leases of %d jobs", len(held), exc_info=True)
+                self._outage.set()
 
     def close(self) -> None:
         self._closed.set()
@@ -93,7 +103,9 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
     `heartbeat_file` is touched on every pass while no batch runs and after each batch, so a probe sees a
     stale file only when a batch runs longer than its limit or the loop is stuck."""
     log.info("worker %s serving (batch %d, refill every %d ms)", consumer, max_batch, max_wait_ms)
-    leases = Leases(queue)
+    store_held = queue.held if isinstance(queue, StoreAwareQueue) else None
+    outage = threading.Event()  # the queue failed: once it answers, resume the jobs whose outcome got lost
+    leases = Leases(queue, store_held, outage)
     pool = ThreadPoolExecutor(1, thread_name_prefix="handler")
 
     def start(batch: list[Delivery]) -> Future:
@@ -116,7 +128,17 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
                 continue
             if stop.is_set():
                 break
+            if store_held is not None and store_held.waiting():  # no new job while the store is down
+                if busy:
+                    wait_for([running])
+                elif not (collected := leases.hold(store_held.due())):
+                    stop.wait(OUTAGE_RETRY_S)
+                continue
             try:
+                if outage.is_set():  # back after an outage: first, at once, the jobs it lost track of
+                    collected += leases.hold(queue.resume(consumer, leases.tokens()))
+                    outage.clear()
+                    continue
                 if not busy:  # nothing in flight: take what is there (waiting for the first job) and start
                     collected = leases.hold(queue.claim(consumer, max_batch, idle_block_ms))
                 elif len(collected) < max_batch and max_wait_ms > 0:
@@ -128,6 +150,7 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
                     wait_for([running])
             except Exception:  # the queue backend is down: wait and retry, never exit
                 log.exception("claiming jobs failed; retrying in %.0f s", OUTAGE_RETRY_S)
+                outage.set()
                 stop.wait(OUTAGE_RETRY_S)
         if running is not None:
             wait_for([running])

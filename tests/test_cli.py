@@ -59,3 +59,36 @@ def test_the_command_tree_imports_no_torch():
             "assert not {'torch', 'fastapi', 'diffusers'} & set(sys.modules), sorted(sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_api_without_keys_serves_anonymously_only_on_loopback_or_on_purpose():
+    from services.auth import access_mode, anonymous_refusal
+
+    open_settings = Settings()
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert anonymous_refusal(open_settings, host) is None, host
+    for host in ("0.0.0.0", "::", "10.1.2.3", "api.example.org"):
+        refusal = anonymous_refusal(open_settings, host)
+        assert refusal and "\n" not in refusal
+        assert "GENVIEW_API_KEYS" in refusal and "GENVIEW_ALLOW_ANONYMOUS" in refusal
+    assert anonymous_refusal(Settings(allow_anonymous=True), "0.0.0.0") is None
+    assert anonymous_refusal(Settings(api_keys="k1,k2"), "0.0.0.0") is None
+    assert access_mode(Settings(allow_anonymous=True), "0.0.0.0").startswith("ANONYMOUS")
+    assert "on loopback" in access_mode(open_settings, "127.0.0.1")
+    assert access_mode(Settings(api_keys="k1,k2"), "0.0.0.0") == "API keys required (2 tenants)"
+
+
+@pytest.mark.slow
+def test_an_api_started_anonymously_on_purpose_says_so_in_its_first_log_line(tmp_path):
+    from harness.ports import free_port
+    from harness.processes import Proc, genview_cmd, service_env, wait_http
+
+    port = free_port()
+    env = service_env(allow_anonymous="true", store_url=f"file://{tmp_path}/store")
+    proc = Proc(genview_cmd("scorer-api", "--host", "0.0.0.0", "--port", str(port)), env, tmp_path / "api.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    finally:
+        proc.stop()
+    first = next(line for line in proc.tail(100_000).splitlines() if "genview scorer-api:" in line)
+    assert "ANONYMOUS" in first and "GENVIEW_ALLOW_ANONYMOUS=true" in first

@@ -72,7 +72,8 @@ def _resolve(node, env: Mapping[str, str]):
 
 
 # the secrets compose refuses to start without (an operator puts them in .env)
-SECRETS = {"MINIO_ROOT_PASSWORD": "root-secret-for-tests", "MINIO_SERVICE_PASSWORD": "service-secret-for-tests"}
+SECRETS = {"MINIO_ROOT_PASSWORD": "root-secret-for-tests", "MINIO_SERVICE_PASSWORD": "service-secret-for-tests",
+           "REDIS_PASSWORD": "redis-secret-for-tests"}
 
 
 def load_compose(env: Mapping[str, str] | None = None) -> dict:
@@ -147,8 +148,9 @@ def test_compose_file_validates_and_only_the_trainer_has_a_profile():
     run = lambda *args, env=env | SECRETS: subprocess.run(  # noqa: E731
         ["docker-compose", "-f", str(COMPOSE_FILE), *args], capture_output=True, text=True, timeout=120, env=env)
     assert (checked := run("config", "-q")).returncode == 0, checked.stderr
-    refused = run("config", "-q", env=env)  # no secrets: compose refuses
-    assert refused.returncode != 0 and "MINIO_ROOT_PASSWORD" in refused.stdout + refused.stderr
+    for secret in SECRETS:  # any secret missing: compose refuses and names it
+        refused = run("config", "-q", env=env | {k: v for k, v in SECRETS.items() if k != secret})
+        assert refused.returncode != 0 and secret in refused.stdout + refused.stderr
     normalised = yaml.safe_load(run("--profile", "trainer", "config").stdout)["services"]
     assert set(normalised) == {"redis", "minio", "minio-init", *GENVIEW_SERVICES, "trainer"}
     assert normalised["trainer"]["profiles"] == ["trainer"]
@@ -169,6 +171,8 @@ def test_services_are_wired_to_redis_minio_and_each_other(compose, tmp_path):
 
     redis_service = services["redis"]
     assert flag(redis_service["command"], "--appendonly") == "yes"
+    password = flag(redis_service["command"], "--requirepass")
+    assert password == SECRETS["REDIS_PASSWORD"] == redis_service["environment"]["REDISCLI_AUTH"]
     assert any(str(v).endswith(":/data") for v in redis_service["volumes"])
     assert "redis-cli" in redis_service["healthcheck"]["test"] and "ping" in redis_service["healthcheck"]["test"]
     minio = services["minio"]
@@ -197,6 +201,11 @@ def test_services_are_wired_to_redis_minio_and_each_other(compose, tmp_path):
         unknown = {k for k in env if k.startswith("GENVIEW_")} - ENTRYPOINT_VARS - {
             f"GENVIEW_{field.upper()}" for field in Settings.model_fields}
         assert not unknown, f"{name} sets GENVIEW_* variables that no setting reads: {unknown}"
+    for name, env in environments.items():  # every service authenticates to Redis with its password
+        assert urlsplit(env["GENVIEW_REDIS_URL"]).password == password, name
+    for name in APIS:  # anonymous on purpose only because the APIs are published on loopback (see below)
+        assert environments[name]["GENVIEW_ALLOW_ANONYMOUS"] == "true" and not environments[name]["GENVIEW_API_KEYS"]
+    assert not any("GENVIEW_ALLOW_ANONYMOUS" in environments[name] for name in WORKERS)
     # an API and its workers must agree on everything that names a job or a stored object
     for key in ("GENVIEW_REDIS_URL", "GENVIEW_STORE_URL", "GENVIEW_S3_ENDPOINT_URL", "GENVIEW_MODEL",
                 "GENVIEW_SCORER_MODEL", "GENVIEW_API_KEYS"):

@@ -24,7 +24,8 @@ BASE = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
 K8S_VERSION = "1.30"
 CLUSTER_SCOPED = {"Namespace"}
 WORKLOADS = {"Deployment", "StatefulSet"}
-EXTERNAL_SECRETS = {"genview-s3"}  # created by the user (README "Run on Kubernetes"), never in the base
+EXTERNAL_SECRETS = {"genview-s3", "genview-redis", "genview-api-keys"}  # created by the user (README "Run on
+# Kubernetes"), never in the base
 WORKER_QUEUES = {"generator-worker": GENERATE_QUEUE, "scorer-worker": SCORE_QUEUE}
 
 
@@ -182,7 +183,7 @@ def test_workers_take_one_gpu_and_have_a_heartbeat_liveness_probe(objects):
     for name in WORKER_QUEUES:
         (c,) = _containers(_by_kind(objects, "Deployment")[name])
         assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 == c["resources"]["requests"]["nvidia.com/gpu"]
-        env = {e["name"]: e["value"] for e in c["env"]}
+        env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
         assert env["GENVIEW_HEARTBEAT_FILE"].startswith("/tmp/")
         assert c["livenessProbe"]["exec"]["command"] == c["startupProbe"]["exec"]["command"]
         assert set(c["livenessProbe"]) & {"exec", "httpGet", "tcpSocket", "grpc"} == {"exec"}  # no port served
@@ -192,7 +193,7 @@ def test_workers_take_one_gpu_and_have_a_heartbeat_liveness_probe(objects):
 def test_heartbeat_probe_fails_when_the_loop_stalls(objects, tmp_path, age_s, healthy):
     """Run the worker's liveness command as the kubelet would: fresh file → 0, stale or missing → non-zero."""
     (c,) = _containers(_by_kind(objects, "Deployment")["generator-worker"])
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
     beat = tmp_path / "heartbeat"
     if age_s is not None:
         beat.touch()
@@ -236,7 +237,9 @@ def test_s3_settings_come_from_a_secret_and_config_refs_exist(objects):
             secrets = {r["secretRef"]["name"] for r in refs if "secretRef" in r}
             assert secrets <= EXTERNAL_SECRETS
             if obj["metadata"]["name"] != "redis":
-                assert secrets == EXTERNAL_SECRETS
+                assert secrets == {"genview-s3"}
+            assert {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", []) if "valueFrom" in e} \
+                <= EXTERNAL_SECRETS
     assert not any("AWS" in key or "S3" in key or "STORE" in key
                    for cm in _by_kind(objects, "ConfigMap").values() for key in cm["data"])
 
@@ -249,10 +252,84 @@ def test_network_policies_leave_only_the_apis_reachable(objects):
     open_to_all = {name for name, labels in pods.items() for p in policies
                    if _selects(p["spec"]["podSelector"], labels)
                    and any("from" not in rule for rule in p["spec"].get("ingress", []))}
-    assert open_to_all == {"generator-api", "scorer-api"}
+    assert open_to_all == set()
+    for api in ("generator-api", "scorer-api"):  # only the ingress controller's and labelled namespaces
+        peers = [peer for p in policies if _selects(p["spec"]["podSelector"], pods[api])
+                 for rule in p["spec"].get("ingress", []) for peer in rule["from"]]
+        assert peers and all(set(peer) == {"namespaceSelector"} for peer in peers), api
+        assert [peer["namespaceSelector"]["matchLabels"] for peer in peers] == [
+            {"kubernetes.io/metadata.name": "ingress-nginx"}, {"genview.io/api-client": "true"}], api
     redis_rules = [rule for p in policies if _selects(p["spec"]["podSelector"], pods["redis"])
                    for rule in p["spec"].get("ingress", [])]
     reach_redis = {name for name, labels in pods.items() for rule in redis_rules for peer in rule["from"]
                    if "podSelector" in peer and _selects(peer["podSelector"], labels)}
     assert reach_redis == {"generator-api", "scorer-api", "generator-worker", "scorer-worker"}
     assert any(peer.get("namespaceSelector") for rule in redis_rules for peer in rule["from"])  # KEDA's operator
+
+
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _secret_ref(entry: dict) -> tuple[str, str]:
+    ref = entry["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_redis_requires_the_secret_password_and_every_client_carries_it(objects):
+    (redis,) = _containers(_by_kind(objects, "StatefulSet")["redis"])
+    assert redis["args"][redis["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert _secret_ref(_env(redis)["REDIS_PASSWORD"]) == _secret_ref(_env(redis)["REDISCLI_AUTH"]) == (
+        "genview-redis", "password")
+    assert redis["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]  # authenticated by REDISCLI_AUTH
+    for name in ("generator-api", "scorer-api", *WORKER_QUEUES):
+        (c,) = _containers(_by_kind(objects, "Deployment")[name])
+        env, names = _env(c), [e["name"] for e in c["env"]]
+        assert _secret_ref(env["REDIS_PASSWORD"]) == ("genview-redis", "password"), name
+        assert env["GENVIEW_REDIS_URL"]["value"] == "redis://:$(REDIS_PASSWORD)@redis:6379/0", name
+        assert names.index("REDIS_PASSWORD") < names.index("GENVIEW_REDIS_URL"), name  # $(VAR) needs it defined first
+    assert not any("GENVIEW_REDIS_URL" in cm["data"] for cm in _by_kind(objects, "ConfigMap").values())
+    (auth,) = _by_kind(objects, "TriggerAuthentication").values()
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "genview-redis", "key": "password"}]
+    for so in _by_kind(objects, "ScaledObject").values():
+        assert all(t["authenticationRef"]["name"] == auth["metadata"]["name"] for t in so["spec"]["triggers"])
+
+
+def test_redis_started_with_the_rendered_args_refuses_clients_without_the_password(objects, tmp_path):
+    from harness.ports import free_port, wait_for_port
+
+    (redis,) = _containers(_by_kind(objects, "StatefulSet")["redis"])
+    password, port = "a3f1c0ffee", free_port()
+    args = [{"$(REDIS_PASSWORD)": password, "/data": str(tmp_path)}.get(a, a) for a in redis["args"][1:]]
+    proc = subprocess.Popen(["redis-server", *args, "--port", str(port), "--bind", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        (c,) = _containers(_by_kind(objects, "Deployment")["generator-worker"])
+        url = _env(c)["GENVIEW_REDIS_URL"]["value"].replace("$(REDIS_PASSWORD)", password)
+        queue = RedisJobQueue(url.replace("@redis:6379", f"@127.0.0.1:{port}"), GENERATE_QUEUE)
+        queue.ping()
+        queue.close()
+        probe = lambda env: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,  # noqa: E731
+                                           text=True, env={**os.environ, **env}, timeout=30).stdout
+        assert probe({"REDISCLI_AUTH": password}).strip() == "PONG"
+        assert "NOAUTH" in probe({})
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_apis_take_keys_from_a_secret_and_refuse_to_start_without_them(objects):
+    config = _by_kind(objects, "ConfigMap")["genview-config"]["data"]
+    assert "GENVIEW_API_KEYS" not in config and "GENVIEW_ALLOW_ANONYMOUS" not in config
+    for name in ("generator-api", "scorer-api"):
+        (c,) = _containers(_by_kind(objects, "Deployment")[name])
+        assert _secret_ref(_env(c)["GENVIEW_API_KEYS"]) == ("genview-api-keys", "keys")
+        plain = {k: e["value"] for k, e in _env(c).items() if "value" in e and "$(" not in e["value"]}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("GENVIEW_")}, **config, **plain,
+               "GENVIEW_STORE_URL": "memory://k8s"}
+        argv = [sys.executable, "-m", "services.cli", *c["args"][1:]]  # the secret is missing: no keys
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0, done.stderr
+        (line,) = [ln for ln in done.stderr.splitlines() if ln.strip()][-1:]
+        assert "refusing to serve without API keys on 0.0.0.0" in line and "GENVIEW_ALLOW_ANONYMOUS" in line

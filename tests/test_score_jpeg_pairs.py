@@ -59,11 +59,12 @@ def test_bad_jpeg_pairs_get_4xx_json(tmp_path):
 def test_client_jpeg_body_decodes_to_the_pairs_within_jpeg_error():
     """What the trainer sends to the scorer service (`ScorerClient.score_batch(..., jpeg_quality=95)`)."""
     from genview.client import jpeg_pairs_body
-    from services.scorer.jpeg_pairs import decode_jpeg_pairs
+    from services.scorer.pairs import batch_pairs
 
     smooth = torch.linspace(0, 255, 64).view(1, 1, 1, 64, 1).expand(3, 2, 64, 64, 3).to(torch.uint8).contiguous()
     body = jpeg_pairs_body(smooth, 95)
-    decoded = decode_jpeg_pairs(body, 8, 512, 10**6)
+    with batch_pairs(io.BytesIO(body), 8, 512, 10**6) as canonical:
+        decoded = decode_pairs(canonical.read())
     assert decoded.shape == smooth.shape and decoded.dtype == torch.uint8
     assert (decoded.float() - smooth.float()).abs().mean() < 2.0
     assert len(body) * 5 < len(encode_pairs(smooth))

@@ -115,6 +115,17 @@ class JobQueue(ABC):
         """Record the error; retry after a backoff, or fail for good once deliveries are used up or the error
         is `permanent` (a retry cannot help, e.g. an invalid payload) (→ True)."""
 
+    def resume(self, consumer: str, held: set[str]) -> list[Delivery]:
+        """Hand out again, at once, the deliveries `consumer` was given and no longer holds (`held`: the tokens it
+        still does), e.g. after an outage lost their outcome; without waiting for the visibility timeout.
+        A backend that cannot lose an outcome has none."""
+        return []
+
+    def recomputed(self) -> int:
+        """Jobs handed out again while an earlier delivery of theirs had recorded no outcome (reclaimed after its
+        timeout, or resumed): computed twice when that delivery had finished its work (0: not counted here)."""
+        return 0
+
     @abstractmethod
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not started (→ True); running and finished jobs are left alone (→ False)."""

@@ -2,8 +2,9 @@
 
 Keys (prefix `genview`, queue `name`): `{prefix}:{name}:stream` (entries waiting or held),
 `{prefix}:{name}:delayed` (retries waiting out their backoff, scored by due time),
-`{prefix}:{name}:failed` (dead letters, scored by time), `{prefix}:job:{id}` (the job hash) and
-`{prefix}:{name}:dedup:{key}`; finished jobs are announced on the channel `{prefix}:{name}:done`.
+`{prefix}:{name}:failed` (dead letters, scored by time), `{prefix}:job:{id}` (the job hash),
+`{prefix}:{name}:dedup:{key}` and `{prefix}:{name}:stats` (counters); finished jobs are announced on the
+channel `{prefix}:{name}:done`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from genview.queue.base import (CANCELLED, CANCELLED_ERROR, DONE, FAILED, GROUP,
 
 log = logging.getLogger(__name__)
 RECHECK_S = 5.0  # a waiter re-reads its job this often, in case a notification was lost in a reconnect
+RESUME_BATCH = 1000  # the most pending entries of one consumer resumed at once
 MAX_BLOCK_S = 2.0  # one blocking read at most (the client's socket timeout is longer); `claim` loops to its deadline
 
 # Move retries whose backoff is over from the delayed set into the stream, atomically; returns the next due time.
@@ -139,6 +141,7 @@ class RedisJobQueue(JobQueue):
         self.stream = f"{prefix}:{name}:stream"
         self.delayed = f"{prefix}:{name}:delayed"
         self.dead = f"{prefix}:{name}:failed"
+        self.stats = f"{prefix}:{name}:stats"
         self.channel = f"{prefix}:{name}:done"
         self.prefix, self.name = prefix, name
         self.visibility_timeout_s = visibility_timeout_s
@@ -285,6 +288,8 @@ class RedisJobQueue(JobQueue):
                 self._ack(p, token)
                 return None
             n = int(h["deliveries"]) + 1
+            if h["status"] == RUNNING:  # the earlier delivery recorded no outcome: its work may be done twice
+                p.hincrby(self.stats, "recomputed", 1)
             self._update(p, job_id, {"status": RUNNING, "deliveries": str(n)})
             return Delivery(job_id, json.loads(h["payload"]), n, token, consumer)
 
@@ -300,6 +305,21 @@ class RedisJobQueue(JobQueue):
         return sum(self._extend(keys=[self.stream], args=[GROUP, consumer, *[
             v for d in held for v in (self._key(d.job_id), d.deliveries, d.token)]])
             for consumer, held in by_consumer.items())
+
+    @_reachable
+    def resume(self, consumer: str, held: set[str]) -> list[Delivery]:
+        pending = self.r.xpending_range(self.stream, GROUP, min="-", max="+", count=RESUME_BATCH,
+                                        consumername=consumer)
+        lost = [entry["message_id"] for entry in pending if entry["message_id"] not in held]
+        if not lost:
+            return []
+        log.info("resuming %d jobs %s held before an outage", len(lost), consumer)
+        claimed = self.r.xclaim(self.stream, GROUP, consumer, 0, lost)
+        return [d for entry in claimed if entry and (d := self._deliver(entry, consumer))]
+
+    @_reachable
+    def recomputed(self) -> int:
+        return int(self.r.hget(self.stats, "recomputed") or 0)
 
     @_reachable
     def complete(self, delivery: Delivery, result: dict) -> None:

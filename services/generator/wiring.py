@@ -5,6 +5,7 @@ from __future__ import annotations
 from genview.queue import JobQueue, open_queue
 from genview.settings import Settings
 from genview.store import ObjectStore
+from services.store_outage import store_aware
 from services.workers import ServiceWorker
 
 QUEUE_NAME = "generate"
@@ -23,7 +24,8 @@ def build_worker(settings: Settings, store: ObjectStore | None = None) -> Servic
 
     generator = UnclipGenerator.load(settings.model, settings.device, settings.model_cache,
                                      Acceleration.from_settings(settings))
-    queue = open_generator_queue(settings)
-    worker = GeneratorWorker(settings, generator, queue, store or ObjectStore.from_settings(settings))
+    store = store or ObjectStore.from_settings(settings)
+    queue = store_aware(open_generator_queue(settings), store)  # a store outage holds jobs instead of failing them
+    worker = GeneratorWorker(settings, generator, queue, store)
     return ServiceWorker(ROLE, queue, worker.submit, worker.close,  # pipelined: stores overlap the next batch
                          worker.registry)

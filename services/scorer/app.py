@@ -39,6 +39,5 @@ def install(app: FastAPI, settings: Settings, queue: JobQueue, store: ObjectStor
 
 
 def body_limits(settings: Settings) -> dict[str, int]:
-    """`/score` takes two image uploads; `/score/batch` a raw tensor body, larger than an image upload."""
-    return {"/score": 2 * settings.max_upload_bytes + FORM_OVERHEAD,
-            "/score/batch": settings.max_score_pairs * 2 * settings.max_score_side ** 2 * 3 + 1024 * 1024}
+    """`/score` takes two image uploads; `/score/batch` a tensor body (JPEG crops, or raw ones if small enough)."""
+    return {"/score": 2 * settings.max_upload_bytes + FORM_OVERHEAD, "/score/batch": settings.max_score_batch_bytes}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from tempfile import SpooledTemporaryFile
+from typing import BinaryIO
+
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -10,32 +13,32 @@ from torchvision.transforms.v2 import functional as TF
 
 from genview.images import ImageRejected, load_rgb
 from services.errors import ApiError
+from services.scorer.batch_body import TensorSpec, check_batch_shape, copy_span, read_header, write_pairs
+from services.scorer.jpeg_pairs import JPEG_TENSORS, jpeg_crops
 
 SCORER_SIDE = 224
 
 
-def parse_pairs(body: bytes, max_pairs: int, max_side: int) -> torch.Tensor:
-    """Validate a `/score/batch` body and return its pairs tensor; ApiError (4xx) says what is wrong."""
-    if not body:
-        raise ApiError(400, "empty_body", "the body is empty; send a safetensors file with a tensor 'pairs'")
-    try:
-        tensors = load_safetensors(body)
-    except Exception as exc:  # safetensors raises several types for malformed input
-        raise ApiError(400, "malformed_safetensors", f"the body is not a valid safetensors file: {exc}") from exc
-    if set(tensors) != {"pairs"}:
-        raise ApiError(422, "invalid_pairs", f"expected exactly one tensor named 'pairs', got {sorted(tensors)}")
-    pairs = tensors["pairs"]
-    if pairs.dtype != torch.uint8:
-        raise ApiError(422, "invalid_pairs", f"'pairs' must be uint8, got {str(pairs.dtype).removeprefix('torch.')}")
-    if pairs.ndim != 5 or pairs.shape[1] != 2 or pairs.shape[4] != 3:
+def raw_pairs_shape(specs: dict[str, TensorSpec], max_pairs: int, max_side: int) -> tuple[int, ...]:
+    """The shape of the one uint8 tensor `pairs` [N, 2, H, W, 3] of a raw body; 4xx JSON says what is wrong."""
+    if set(specs) != {"pairs"}:
+        raise ApiError(422, "invalid_pairs", f"expected exactly one tensor named 'pairs', got {sorted(specs)}")
+    pairs = specs["pairs"]
+    if pairs.dtype != "U8":
+        raise ApiError(422, "invalid_pairs", f"'pairs' must be uint8, got {pairs.dtype}")
+    if len(pairs.shape) != 5 or pairs.shape[1] != 2 or pairs.shape[4] != 3:
         raise ApiError(422, "invalid_pairs", f"'pairs' must have shape [N, 2, H, W, 3], got {list(pairs.shape)}")
-    n, _, h, w, _ = pairs.shape
-    if not 1 <= n <= max_pairs:
-        raise ApiError(413 if n > max_pairs else 422, "invalid_pairs",
-                       f"'pairs' holds {n} pairs; 1 to {max_pairs} are accepted")
-    if not (16 <= h <= max_side and 16 <= w <= max_side):
-        raise ApiError(422, "invalid_pairs", f"images are {h}x{w}; each side must be 16 to {max_side}")
-    return pairs
+    check_batch_shape(pairs.shape[0], pairs.shape[2], pairs.shape[3], max_pairs, max_side)
+    return pairs.shape
+
+
+def batch_pairs(src: BinaryIO, max_pairs: int, max_side: int, max_pixels: int) -> SpooledTemporaryFile:
+    """The canonical raw pairs body (a spooled file) of a `/score/batch` body file, raw or JPEG crops, checked
+    without ever holding the body or the pairs in memory; 4xx JSON says what is wrong."""
+    specs = read_header(src)
+    if set(specs) == JPEG_TENSORS:
+        return write_pairs(*jpeg_crops(src, specs, max_pairs, max_side, max_pixels))
+    return write_pairs(raw_pairs_shape(specs, max_pairs, max_side), copy_span(src, specs["pairs"]))
 
 
 def pair_from_images(original: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
@@ -52,7 +55,7 @@ def encode_pairs(pairs: torch.Tensor) -> bytes:
 
 
 def decode_pairs(body: bytes) -> torch.Tensor:
-    """Inverse of encode_pairs (for bodies already validated by the API)."""
+    """The pairs tensor of a canonical body (as `batch_pairs` and `encode_pairs` write it)."""
     return load_safetensors(body)["pairs"]
 
 

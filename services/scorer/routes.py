@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import anyio
 import numpy as np
@@ -20,10 +20,9 @@ from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import check_capacity
 from services.limits import single_valued_form
-from services.scorer.jpeg_pairs import JPEG_TENSORS, decode_jpeg_pairs, tensor_names
-from services.scorer.pairs import encode_pairs, pair_from_images, parse_pairs
+from services.scorer.pairs import batch_pairs, encode_pairs, pair_from_images
 from services.state import Scorer, ServiceState
-from services.uploads import image_work, read_upload
+from services.uploads import image_work, read_upload, spool_body
 
 BATCH_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
     "type": "string", "format": "binary", "description": "safetensors with one uint8 tensor 'pairs' [N, 2, H, W, 3], "
@@ -37,7 +36,7 @@ def _image_tensor(data: bytes, max_pixels: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(load_rgb(data, max_pixels)).copy())
 
 
-async def scores(service: ServiceState, body: bytes, timeout: float | None, tenant: str,
+async def scores(service: ServiceState, body: bytes | BinaryIO, timeout: float | None, tenant: str,
                  cache: bool) -> tuple[PairScores, bool] | Response:
     """(scores, cached) of a validated pairs body, from a job (202 if not done within `timeout`).
 
@@ -99,13 +98,11 @@ async def score_batch(request: Request, service: Scorer, tenant: Tenant,
                       timeout: Annotated[float | None, Query(gt=0, description=TIMEOUT_HELP)] = None):
     """Score a batch of pairs and weight them (Eq. 13, temperature `gamma`) — the trainer's call."""
     settings = service.settings
-    body = await request.body()
-    if tensor_names(body) == JPEG_TENSORS:
-        pairs = await image_work(decode_jpeg_pairs, body, settings.max_score_pairs, settings.max_score_side,
-                                 settings.max_pixels, field="pairs_jpeg")
-        body = await anyio.to_thread.run_sync(encode_pairs, pairs)
-    await anyio.to_thread.run_sync(parse_pairs, body, settings.max_score_pairs, settings.max_score_side)
-    answer = await scores(service, body, timeout, tenant, cache=False)
+    with await spool_body(request) as raw:  # bodies and pairs go through temporary files, never whole in memory
+        body = await image_work(batch_pairs, raw, settings.max_score_pairs, settings.max_score_side,
+                                settings.max_pixels, field="pairs_jpeg")
+    with body:
+        answer = await scores(service, body, timeout, tenant, cache=False)
     if isinstance(answer, Response):
         return answer
     result, _ = answer

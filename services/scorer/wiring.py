@@ -5,6 +5,7 @@ from __future__ import annotations
 from genview.queue import JobQueue, open_queue
 from genview.settings import Settings
 from genview.store import ObjectStore
+from services.store_outage import store_aware
 from services.workers import ServiceWorker
 
 QUEUE_NAME = "score"
@@ -23,7 +24,7 @@ def build_worker(settings: Settings, store: ObjectStore | None = None) -> Servic
 
     scorer = PairScorer(ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache),
                         settings.max_score_pairs)
-    queue = open_scorer_queue(settings)
-    worker = ScorerWorker(scorer, queue, store or ObjectStore.from_settings(settings), settings.basis_refresh_s,
-                          settings.fg_fraction, settings.max_pixels)
+    store = store or ObjectStore.from_settings(settings)
+    queue = store_aware(open_scorer_queue(settings), store)  # a store outage holds jobs instead of failing them
+    worker = ScorerWorker(scorer, queue, store, settings.basis_refresh_s, settings.fg_fraction, settings.max_pixels)
     return ServiceWorker(ROLE, queue, worker.handle)
