@@ -23,7 +23,7 @@ from genview.models.acceleration import Acceleration
 from genview.models.presets import build_random_unclip, write_tiny_tokenizer
 from genview.models.unclip import AdaptiveUnCLIPPipeline, UnclipGenerator
 from genview.queue import MemoryJobQueue
-from genview.schemas import GenerationParams
+from genview.schemas import GenerateJob, GenerationParams, to_queue
 from genview.settings import Settings
 from genview.store import ObjectStore, input_key, sha256_hex
 from genview.view_encoding import ViewEncoding
@@ -153,9 +153,9 @@ def worker_path(generator: UnclipGenerator, work: Workload, batch: int, padded: 
         store.put(input_key(sha), raw)
 
     def submit(seed: int, steps: int) -> list[str]:
-        params = GenerationParams(model="bench", noise="auto:per-image", basis="per-image", seed=seed,
+        params = GenerationParams(model="bench", noise_policy="auto:per-image", basis="per-image", seed=seed,
                                   steps=steps, guidance_scale=work.guidance, size=work.size)
-        return [queue.submit(params.to_payload(sha))[0] for sha in shas]
+        return [queue.submit(to_queue(GenerateJob(sha=sha, params=params)))[0] for sha in shas]
 
     warm = submit(1, work.warm_steps)
     jobs = [j for r in range(work.rounds) for j in submit(TIMED_SEED + r, work.steps)]

@@ -218,10 +218,10 @@ def test_requirements_script_prints_pyproject_dependencies(tmp_path):
         cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n") if line]
     assert run() == run("") == project["dependencies"]
     assert run("serve,no-such-extra") == project["dependencies"] + optional["serve"]
-    # dev names the project's other extras (`genview[serve,train,ray]`): they are expanded, never printed as such
+    # dev names the project's other extras (`genview[serve,train,ray,wandb,mlflow]`): they are expanded, never printed as such
     dev = run("dev")
     assert not [line for line in dev if line.lower().startswith(project["name"])], dev
-    assert set(dev) == set(project["dependencies"]) | {d for e in ("serve", "train", "ray", "dev") for d in optional[e]
+    assert set(dev) == set(project["dependencies"]) | {d for e in ("serve", "train", "ray", "wandb", "mlflow", "dev") for d in optional[e]
                                                         if not d.startswith(project["name"])}
     assert len(dev) == len(set(dev)), "a requirement printed twice"
 

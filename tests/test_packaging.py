@@ -45,7 +45,7 @@ def test_extras_split_by_role():
     assert not any(name in core for name in ("fastapi", "uvicorn", "redis", "s3fs", "timm", "ray", "pytest"))
     assert not any(name in " ".join(extras["train"]) for name in ("fastapi", "uvicorn", "redis", "s3fs"))
     assert not any(name in " ".join(extras["serve"]) for name in ("timm", "tensorboard", "ray"))
-    assert "genview[serve,train,ray]" in extras["dev"]
+    assert "genview[serve,train,ray,wandb,mlflow]" in extras["dev"]
     assert all("==" not in req for req in project["dependencies"]), "exact pins belong in constraints.txt"
     pinned = {line.split("==")[0].lower() for line in (REPO / "constraints.txt").read_text().splitlines()
               if "==" in line}
