@@ -88,14 +88,20 @@ def fresh_result(store: ObjectStore, sha: str, params: GenerationParams) -> Gene
     return None
 
 
+def request_params(service: ServiceState, policy: NoisePolicy, fields: dict) -> GenerationParams:
+    """The cache identity of a request (`POST /generate` and `GET /views/lookup` alike): its fields, the
+    service's model and the basis the service keys requests on now."""
+    return GenerationParams(model=service.settings.model, noise_policy=policy, basis=service.bases.fingerprint(),
+                            **fields)
+
+
 def lookup(service: ServiceState, tenant: str, data: bytes, policy: NoisePolicy,
            fields: dict) -> tuple[str, GenerationParams, GenerationResult | None]:
     """(input hash, parameters, cached result or None) of a request, in one thread hop; on a hit the tenant
     is recorded as an owner of the input."""
     sha = sha256_hex(data)
-    basis = service.bases.fingerprint()
-    params = GenerationParams(model=service.settings.model, noise_policy=policy, basis=basis, **fields)
-    if uses_fitted_basis(policy) and basis == PER_IMAGE:
+    params = request_params(service, policy, fields)
+    if uses_fitted_basis(policy) and params.basis == PER_IMAGE:
         return sha, params, None  # answered 409 once the image is checked
     result = fresh_result(service.store, sha, params)
     if result is not None:
