@@ -68,7 +68,7 @@ def job_response(service: ServiceState, job: Job) -> Response:
 
 def views_exist(store: ObjectStore, result: GenerationResult) -> bool:
     """Cache truth: a result is only served while its views and foreground map are still stored."""
-    return all(store.exists(k) for k in [*(v.key for v in result.views), result.fg_map])
+    return all(store.exists(k) for k in result.object_keys())
 
 
 def stored_result(store: ObjectStore, key: str) -> GenerationResult | None:
@@ -123,6 +123,16 @@ def submit(service: ServiceState, sha: str, params: GenerationParams) -> Job:
     if job is None:
         raise ApiError(503, "queue_unavailable", f"job {job_id} vanished right after it was queued; retry")
     return job
+
+
+def queue_upload(service: ServiceState, tenant: str, sha: str, data: bytes, params: GenerationParams) -> Job:
+    """Record the tenant, check the queue's capacity, store the input and queue its job, in one thread hop. The
+    input is written without fsync: it has to outlive its job only, and the worker refuses a copy that a crash
+    cut short (by its hash); an input meant to last (`POST /inputs`) is written durably."""
+    service.owners.record(tenant, sha)
+    check_capacity(service.queue, service.settings)
+    service.store.put(input_key(sha), data, durable=False)
+    return submit(service, sha, params)
 
 
 def visible_job(service: ServiceState, tenant: str, job_id: str) -> Job:
@@ -190,10 +200,7 @@ async def generate(
         require_basis(policy, params.basis != PER_IMAGE)
     except BasisRequired as exc:
         raise ApiError(409, "basis_required", str(exc)) from exc
-    await anyio.to_thread.run_sync(service.owners.record, tenant, sha)
-    await anyio.to_thread.run_sync(check_capacity, service.queue, settings)
-    await anyio.to_thread.run_sync(service.store.put, input_key(sha), data)
-    job = await anyio.to_thread.run_sync(submit, service, sha, params)
+    job = await anyio.to_thread.run_sync(queue_upload, service, tenant, sha, data, params)
     if wait and job.status not in (DONE, FAILED):
         job = await service.waiter.wait(job.job_id, timeout) or job
     return job_response(service, job)
