@@ -36,7 +36,7 @@ def matches(given: str, keys: frozenset[str]) -> str | None:
     return found
 
 
-def _tenant(request: Request) -> str:
+async def _tenant(request: Request) -> str:
     return request.scope.get("state", {}).get("tenant", PUBLIC)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +15,8 @@ from genview.queue import DONE
 from genview.schemas import GenerationJobDocument
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses
-from services.generator.routes import POLICY_HELP, cache_job_id, document, fresh_result, request_params, request_policy
+from services.generator.routes import (POLICY_HELP, cache_job_id, cheap_here, document, fresh_result, json_response,
+                                       off_loop_unless_cheap, request_params, request_policy)
 from services.state import Generator, ServiceState
 
 LOOKUP = "/views/lookup"  # included before `/views/{key:path}`, which would take it for a view key
@@ -60,8 +60,8 @@ async def lookup_views(service: Generator, tenant: Tenant, query: Annotated[Look
     """The cached result of an image by its SHA-256, without sending it: 200 with the finished document (as
     `POST /generate` answers a cache hit), 404 `not_cached` when there is none — or the input is not this API
     key's — and then `POST /generate` with the image. 409 `basis_required` as `POST /generate` answers it."""
-    doc = await anyio.to_thread.run_sync(cached_document, service, tenant, query)
+    doc = await off_loop_unless_cheap(cheap_here(service), cached_document, service, tenant, query)
     if doc is None:
         raise ApiError(404, "not_cached", "no stored views of this input under these parameters (or the input is "
                                           "not this API key's): POST /generate with the image")
-    return doc
+    return json_response(doc)
