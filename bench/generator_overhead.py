@@ -45,6 +45,9 @@ from harness.ports import free_port, wait_for_port
 from harness.processes import service_env, start_api, start_worker
 
 
+CHUNK = 40  # requests of one kind before the next kind's turn
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     return {"p50_ms": 1000 * float(np.percentile(samples, 50)), "p99_ms": 1000 * float(np.percentile(samples, 99))}
 
@@ -129,11 +132,15 @@ def hit_rates(client: httpx.Client, base: str, cached: list[bytes], args) -> dic
         client.get(f"{base}/healthz")
 
     runs: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # each round: the three kinds alternate in chunks (the shared VM's load varies fast)
         for clients in (1, args.concurrency):
-            for name, fn in (("healthz", healthz), ("lookup_hit", lookup), ("multipart_hit", upload)):
+            seconds = dict.fromkeys(("healthz", "lookup_hit", "multipart_hit"), 0.0)
+            for _ in range(args.hits // CHUNK):
+                for name, fn in (("healthz", healthz), ("lookup_hit", lookup), ("multipart_hit", upload)):
+                    seconds[name] += CHUNK / throughput(fn, CHUNK, clients)
+            for name, spent in seconds.items():
                 runs.setdefault(f"{name}_requests_per_s_{clients}_clients", []).append(
-                    throughput(fn, args.hits, clients))
+                    CHUNK * (args.hits // CHUNK) / spent)
     return runs
 
 
