@@ -75,6 +75,8 @@ def test_lookup_hit_miss_other_tenant_and_bad_hash(base):
     assert lookup(base, sha, KEY_A, steps=0).status_code == 422
     assert lookup(base, sha, KEY_A, noise_policy="loud").status_code == 422
     assert lookup(base, sha, KEY_A, colour="red").status_code == 422  # a misspelt field never silently misses
+    twice = httpx.get(f"{base}/views/lookup?sha256={sha}&seed=0&seed=1", headers=KEY_A)
+    assert twice.status_code == 422 and twice.json()["detail"][0]["field"] == "seed"
 
 
 def test_clients_upload_only_on_a_miss(base, tmp_path):

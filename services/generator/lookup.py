@@ -5,10 +5,8 @@ With API keys a tenant only finds inputs it owns: any other answers 404, as an a
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from genview.basis import PER_IMAGE, BasisRequired, require_basis
 from genview.queue import DONE
@@ -55,11 +53,34 @@ def cached_document(service: ServiceState, tenant: str, query: LookupQuery) -> G
     return document(service, cache_job_id(query.sha256, params), DONE, result, cached=True)
 
 
-@router.get(LOOKUP, response_model=GenerationJobDocument, responses=error_responses(404, 409))
-async def lookup_views(service: Generator, tenant: Tenant, query: Annotated[LookupQuery, Query()]):
+def query_parameters() -> list[dict]:
+    """`LookupQuery` as OpenAPI query parameters (the route validates the query string itself, in one step)."""
+    schema = LookupQuery.model_json_schema()
+    return [{"name": name, "in": "query", "required": name in schema.get("required", []), "schema": field,
+             **({"description": field["description"]} if "description" in field else {})}
+            for name, field in schema["properties"].items()]
+
+
+def parse_query(request: Request) -> LookupQuery:
+    """The query string as a LookupQuery; 422 `invalid_parameters` naming each bad field (a repeated one too)."""
+    params = request.query_params
+    repeated = sorted({k for k in params.keys() if len(params.getlist(k)) > 1})
+    try:
+        if repeated:
+            raise ApiError(422, "invalid_parameters", [{"field": k, "message": "given more than once"} for k in repeated])
+        return LookupQuery.model_validate(dict(params))
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_parameters", [{"field": ".".join(map(str, e["loc"])) or "query",
+                                                    "message": e["msg"]} for e in exc.errors()]) from None
+
+
+@router.get(LOOKUP, response_model=GenerationJobDocument, responses=error_responses(404, 409),
+            openapi_extra={"parameters": query_parameters()})
+async def lookup_views(request: Request, service: Generator, tenant: Tenant):
     """The cached result of an image by its SHA-256, without sending it: 200 with the finished document (as
     `POST /generate` answers a cache hit), 404 `not_cached` when there is none — or the input is not this API
     key's — and then `POST /generate` with the image. 409 `basis_required` as `POST /generate` answers it."""
+    query = parse_query(request)  # one pydantic validation: a FastAPI query model costs several times more
     doc = await off_loop_unless_cheap(cheap_here(service), cached_document, service, tenant, query)
     if doc is None:
         raise ApiError(404, "not_cached", "no stored views of this input under these parameters (or the input is "
