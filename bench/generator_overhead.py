@@ -38,7 +38,7 @@ from genview.models.presets import ensure_random_unclip
 from genview.models.unclip import UnclipGenerator
 from genview.schemas import GenerationJobDocument, GenerationParams
 from genview.settings import Settings
-from genview.store import ObjectStore, input_key, sha256_hex, view_key, view_meta_key
+from genview.store import ObjectStore, fg_map_key, input_key, sha256_hex, view_key, view_meta_key
 from genview.view_encoding import ViewEncoding, encode_fg_map
 from harness.images import png_bytes
 from harness.ports import free_port, wait_for_port
@@ -81,7 +81,7 @@ def store_parts(store: ObjectStore, data: bytes, i: int) -> dict[str, float]:
     store.put(input_key(sha), data, durable=False)
     mid = time.perf_counter()
     meta = view_meta_key(sha, phash)
-    store.put_many({view_key(sha, phash, 0, "webp"): data, f"views/{sha}/{phash}/fg.png": data[:2000],
+    store.put_many({view_key(sha, phash, 0, "webp"): data, fg_map_key(sha, phash): data[:2000],
                     meta: b"{}" * 200}, last=meta)
     return {"input_write": mid - start, "views_and_document_commit": time.perf_counter() - mid}
 
