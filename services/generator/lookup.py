@@ -67,7 +67,8 @@ def parse_query(request: Request) -> LookupQuery:
     repeated = sorted({k for k in params.keys() if len(params.getlist(k)) > 1})
     try:
         if repeated:
-            raise ApiError(422, "invalid_parameters", [{"field": k, "message": "given more than once"} for k in repeated])
+            raise ApiError(422, "invalid_parameters",
+                           [{"field": k, "message": "given more than once"} for k in repeated])
         return LookupQuery.model_validate(dict(params))
     except ValidationError as exc:
         raise ApiError(422, "invalid_parameters", [{"field": ".".join(map(str, e["loc"])) or "query",
