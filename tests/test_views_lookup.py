@@ -74,6 +74,7 @@ def test_lookup_hit_miss_other_tenant_and_bad_hash(base):
         assert answer.status_code == 422 and answer.json()["error"] == "invalid_parameters", answer.text
     assert lookup(base, sha, KEY_A, steps=0).status_code == 422
     assert lookup(base, sha, KEY_A, noise_policy="loud").status_code == 422
+    assert lookup(base, sha, KEY_A, noise_policy="auto").json()["error"] == "basis_required"  # as POST answers
     assert lookup(base, sha, KEY_A, colour="red").status_code == 422  # a misspelt field never silently misses
     twice = httpx.get(f"{base}/views/lookup?sha256={sha}&seed=0&seed=1", headers=KEY_A)
     assert twice.status_code == 422 and twice.json()["detail"][0]["field"] == "seed"

@@ -36,7 +36,7 @@ class LookupQuery(BaseModel):
     size: int = Field(512, ge=16, le=2048, description="output side in pixels (square)")
 
 
-def cached_document(service: ServiceState, tenant: str, query: LookupQuery) -> GenerationJobDocument | None:
+def lookup_document(service: ServiceState, tenant: str, query: LookupQuery) -> GenerationJobDocument | None:
     """The finished document of the query's (input, parameters) if stored and visible to `tenant`, else None."""
     policy = request_policy(query.noise_policy, None)
     params = request_params(service, policy, query.model_dump(exclude={"sha256", "noise_policy"}))
@@ -82,7 +82,7 @@ async def lookup_views(request: Request, service: Generator, tenant: Tenant):
     `POST /generate` answers a cache hit), 404 `not_cached` when there is none — or the input is not this API
     key's — and then `POST /generate` with the image. 409 `basis_required` as `POST /generate` answers it."""
     query = parse_query(request)  # one pydantic validation: a FastAPI query model costs several times more
-    doc = await off_loop_unless_cheap(cheap_here(service), cached_document, service, tenant, query)
+    doc = await off_loop_unless_cheap(cheap_here(service), lookup_document, service, tenant, query)
     if doc is None:
         raise ApiError(404, "not_cached", "no stored views of this input under these parameters (or the input is "
                                           "not this API key's): POST /generate with the image")
