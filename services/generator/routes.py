@@ -16,7 +16,7 @@ from genview.queue import DONE, FAILED, Job
 from genview.schemas import GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
 from genview.view_encoding import MEDIA_TYPES, media_type
-from services.auth import Tenant
+from services.auth import PUBLIC, Tenant
 from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import check_capacity
 from services.limits import single_valued_form
@@ -114,8 +114,8 @@ def request_params(service: ServiceState, policy: NoisePolicy, fields: dict) -> 
 
 def lookup(service: ServiceState, tenant: str, data: bytes, policy: NoisePolicy,
            fields: dict) -> tuple[str, GenerationParams, GenerationResult | None]:
-    """(input hash, parameters, cached result or None) of a request, in one thread hop; on a hit the tenant
-    is recorded as an owner of the input."""
+    """(input hash, parameters, cached result or None) of a request, in one step; on a hit the tenant is
+    recorded as an owner of the input."""
     sha = sha256_hex(data)
     params = request_params(service, policy, fields)
     if uses_fitted_basis(policy) and params.basis == PER_IMAGE:
@@ -208,8 +208,8 @@ async def generate(
     settings = service.settings
     data = await read_upload(image, settings.max_upload_bytes, "image")
     fields = dict(num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
-    sha, params, cached = await off_loop_unless_cheap(cheap_here(service, len(data)), lookup, service, tenant, data,
-                                                      policy, fields)
+    cheap = cheap_here(service, len(data)) and tenant == PUBLIC  # a tenant's hit may record it: a durable write
+    sha, params, cached = await off_loop_unless_cheap(cheap, lookup, service, tenant, data, policy, fields)
     if cached is not None:  # these exact bytes were checked when they were first accepted
         service.metrics.cache_hit()
         return json_response(document(service, cache_job_id(sha, params), DONE, cached, cached=True))
