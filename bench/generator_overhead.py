@@ -1,9 +1,14 @@
-"""What the HTTP + Redis queue + store path adds per request, and the cache-hit throughput (CPU, tiny preset).
+"""What the HTTP + Redis queue + store path adds per request, where it goes, and cache-hit throughput (CPU, tiny).
 
 Baseline, measured in the same run and interleaved with the service: the worker's own work on one request
 called directly in this process — decode, `ViewGenerator.generate` (fitted basis, adaptive policy), view and
 foreground-map encoding. Service: `genview generator-api` and one `genview generator-worker` process at the
 default settings (batch wait included), a private redis-server and a file:// store; one client, `wait=true`.
+
+The breakdown splits each service request at the job's own timestamps (submission, completion): the API before
+the queue, queue + worker (less the direct model work), and the way back (completion notice and response);
+the store's durable commit and the input write are also timed alone on the same store. Cache hits — by content
+(`GET /views/lookup`, no upload) and by upload (`POST /generate`) — against `/healthz`, in alternating rounds.
 
     python -m bench.generator_overhead --out bench/results/generator_overhead_cpu.json
 """
@@ -11,11 +16,13 @@ default settings (batch wait included), a private redis-server and a file:// sto
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,13 +36,16 @@ from genview.images import load_rgb
 from genview.method.pca import fit_pca_basis
 from genview.models.presets import ensure_random_unclip
 from genview.models.unclip import UnclipGenerator
-from genview.schemas import GenerationParams
+from genview.schemas import GenerationJobDocument, GenerationParams
 from genview.settings import Settings
-from genview.store import ObjectStore, sha256_hex
+from genview.store import ObjectStore, fg_map_key, input_key, sha256_hex, view_key, view_meta_key
 from genview.view_encoding import ViewEncoding, encode_fg_map
 from harness.images import png_bytes
 from harness.ports import free_port, wait_for_port
 from harness.processes import service_env, start_api, start_worker
+
+
+CHUNK = 40  # requests of one kind before the next kind's turn
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -52,12 +62,28 @@ def direct(views: ViewGenerator, data: bytes, params: GenerationParams, basis, e
     return time.perf_counter() - start
 
 
-def through_service(client: httpx.Client, base: str, data: bytes, steps: int, size: int) -> float:
-    start = time.perf_counter()
+def through_service(client: httpx.Client, base: str, data: bytes, steps: int, size: int) -> tuple[float, dict]:
+    """Latency of one fresh request through the service, and its split at the job's timestamps (seconds)."""
+    sent, start = time.time(), time.perf_counter()
     r = client.post(f"{base}/generate", params={"wait": "true", "timeout": "120"},
                     files={"image": ("x.png", data, "image/png")}, data={"steps": steps, "size": size})
-    assert r.status_code == 200 and r.json()["cached"] is False, r.text
-    return time.perf_counter() - start
+    took, received = time.perf_counter() - start, time.time()
+    doc = GenerationJobDocument.model_validate_json(r.content)
+    assert r.status_code == 200 and doc.cached is False, r.text
+    return took, {"api_before_queue": doc.created - sent, "queue_and_worker": doc.updated - doc.created,
+                  "completion_to_client": received - doc.updated}
+
+
+def store_parts(store: ObjectStore, data: bytes, i: int) -> dict[str, float]:
+    """The store's share alone: the input write (no fsync) and the views + document commit, on fresh keys."""
+    sha, phash = sha256_hex(data + str(i).encode()), "f" * 32
+    start = time.perf_counter()
+    store.put(input_key(sha), data, durable=False)
+    mid = time.perf_counter()
+    meta = view_meta_key(sha, phash)
+    store.put_many({view_key(sha, phash, 0, "webp"): data, fg_map_key(sha, phash): data[:2000],
+                    meta: b"{}" * 200}, last=meta)
+    return {"input_write": mid - start, "views_and_document_commit": time.perf_counter() - mid}
 
 
 def throughput(fn, total: int, concurrency: int) -> float:
@@ -65,6 +91,105 @@ def throughput(fn, total: int, concurrency: int) -> float:
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(fn, range(total)))
     return total / (time.perf_counter() - start)
+
+
+@contextmanager
+def service(work: Path, cache: str, store_url: str):
+    """A private redis-server, a generator API and one worker at the default settings; yields the base URL."""
+    port = free_port()
+    redis_proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly",
+                                   "no"], stdout=subprocess.DEVNULL)
+    procs = []
+    try:
+        wait_for_port(port)
+        env = service_env(model="tiny", device="cpu", model_cache=cache, redis_url=f"redis://127.0.0.1:{port}/0",
+                          store_url=store_url)  # every other setting at its default (batch wait included)
+        api, base = start_api("generator-api", env, work)
+        procs += [api, start_worker("generator-worker", env, work)]
+        yield base
+    finally:
+        for p in procs:
+            p.stop()
+        redis_proc.terminate()
+        redis_proc.wait()
+
+
+def hit_rates(client: httpx.Client, base: str, cached: list[bytes], args) -> dict[str, list[float]]:
+    """Requests/s of `/healthz`, lookups by content and uploads of cached images, alternating, per round."""
+    form = {"steps": args.steps, "size": args.size}
+    shas = [sha256_hex(d) for d in cached]
+
+    def lookup(i: int) -> None:
+        r = client.get(f"{base}/views/lookup", params={"sha256": shas[i % len(shas)], **form})
+        assert r.status_code == 200, r.text
+
+    def upload(i: int) -> None:
+        r = client.post(f"{base}/generate", files={"image": ("x.png", cached[i % len(cached)], "image/png")},
+                        data=form)
+        assert r.status_code == 200 and r.json()["cached"] is True
+
+    def healthz(_: int) -> None:
+        client.get(f"{base}/healthz")
+
+    runs: dict[str, list[float]] = {}
+    for _ in range(args.rounds):  # each round: the three kinds alternate in chunks (the shared VM's load varies fast)
+        for clients in (1, args.concurrency):
+            seconds = dict.fromkeys(("healthz", "lookup_hit", "multipart_hit"), 0.0)
+            for _ in range(args.hits // CHUNK):
+                for name, fn in (("healthz", healthz), ("lookup_hit", lookup), ("multipart_hit", upload)):
+                    seconds[name] += CHUNK / throughput(fn, CHUNK, clients)
+            for name, spent in seconds.items():
+                runs.setdefault(f"{name}_requests_per_s_{clients}_clients", []).append(
+                    CHUNK * (args.hits // CHUNK) / spent)
+    return runs
+
+
+def medians_ms(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {f"{name}_ms": 1000 * float(np.median([r[name] for r in rows])) for name in rows[0]}
+
+
+def measure(args, work: Path, cache: str, store_url: str) -> dict:
+    inputs = [png_bytes(160, 120, seed=i) for i in range(2 * args.requests + 2)]
+    generator = UnclipGenerator.load("tiny", "cpu", cache)
+    basis = fit_pca_basis(generator.encode([load_rgb(d, 10**8) for d in inputs[:16]]).tokens, generator.grid)
+    store = ObjectStore(store_url)
+    save_basis(store, generator.encoder_id, basis)
+    views = ViewGenerator(generator, (defaults := Settings()).fg_fraction, defaults.max_batch_size)
+    params = GenerationParams(model="tiny", noise_policy="auto", basis=basis.fingerprint,
+                              steps=args.steps, size=args.size)
+    encoding = ViewEncoding(defaults.view_format, defaults.view_quality)
+    load_before = os.getloadavg()
+    with service(work, cache, store_url) as base, httpx.Client(timeout=150) as client:
+        direct(views, inputs[-1], params, basis, encoding)  # warm-up
+        through_service(client, base, inputs[-2], args.steps, args.size)  # warm-up (worker start)
+        d, s, split, parts = [], [], [], []
+        for i in range(args.requests):  # interleaved, each on a fresh image (no cache hits)
+            d.append(direct(views, inputs[2 * i], params, basis, encoding))
+            took, where = through_service(client, base, inputs[2 * i + 1], args.steps, args.size)
+            s.append(took)
+            split.append({**where, "queue_and_worker_less_model": where["queue_and_worker"] - d[-1]})
+            parts.append(store_parts(store, inputs[2 * i], i))
+        runs = hit_rates(client, base, inputs[1:2 * args.requests:2], args)
+    rates = {name: float(np.median(values)) for name, values in runs.items()}
+    result = {
+        "shape": "generator-api + generator-worker processes (default settings: "
+                 f"batch wait {defaults.max_batch_wait_ms} ms, batch {defaults.max_batch_size}), private Redis, "
+                 "file:// store, fitted basis, adaptive policy; 1 client, wait=true; direct: the same "
+                 "decode + ViewGenerator + encode in this process, interleaved",
+        "load_average_before_after": [list(load_before), list(os.getloadavg())],
+        "store": store_url, "torch_threads": torch.get_num_threads(), "requests": args.requests, "steps": args.steps,
+        "size": args.size, "direct": percentiles(d), "service": percentiles(s),
+        "added_p50_ms": 1000 * (float(np.percentile(s, 50)) - float(np.percentile(d, 50))),
+        "added_p99_ms": 1000 * (float(np.percentile(s, 99)) - float(np.percentile(d, 99))),
+        "service_over_direct_p50": float(np.percentile(s, 50) / np.percentile(d, 50)),
+        "breakdown_median": {**medians_ms(split), **medians_ms(parts)},
+        "median_of_rounds": rates, "rounds": runs,
+    }
+    for clients in (1, args.concurrency):
+        for name in ("lookup_hit", "multipart_hit"):
+            result[f"{name}_over_healthz_{clients}_clients"] = (
+                rates[f"{name}_requests_per_s_{clients}_clients"] / rates[f"healthz_requests_per_s_{clients}_clients"])
+    return result
 
 
 def main() -> None:
@@ -84,69 +209,7 @@ def main() -> None:
     cache = str(work / "cache")
     store_url = f"file://{Path(tempfile.mkdtemp(dir=args.store_dir)) if args.store_dir else work / 'store'}"
     ensure_random_unclip("tiny", cache)
-    inputs = [png_bytes(160, 120, seed=i) for i in range(2 * args.requests + 2)]
-    generator = UnclipGenerator.load("tiny", "cpu", cache)
-    basis = fit_pca_basis(generator.encode([load_rgb(d, 10**8) for d in inputs[:16]]).tokens, generator.grid)
-    save_basis(ObjectStore(store_url), generator.encoder_id, basis)
-    views = ViewGenerator(generator, (defaults := Settings()).fg_fraction, defaults.max_batch_size)
-    params = GenerationParams(model="tiny", noise_policy="auto", basis=basis.fingerprint,
-                              steps=args.steps, size=args.size)
-    encoding = ViewEncoding(defaults.view_format, defaults.view_quality)
-    port = free_port()
-    redis_proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly", "no"],
-                                  stdout=subprocess.DEVNULL)
-    procs = []
-    try:
-        wait_for_port(port)
-        env = service_env(model="tiny", device="cpu", model_cache=cache, redis_url=f"redis://127.0.0.1:{port}/0",
-                          store_url=store_url)  # every other setting at its default (batch wait included)
-        api, base = start_api("generator-api", env, work)
-        procs += [api, start_worker("generator-worker", env, work)]
-        client = httpx.Client(timeout=150)
-        direct(views, inputs[-1], params, basis, encoding)  # warm-up
-        through_service(client, base, inputs[-2], args.steps, args.size)  # warm-up (worker start)
-        d, s = [], []
-        for i in range(args.requests):  # interleaved, each on a fresh image (no cache hits)
-            d.append(direct(views, inputs[2 * i], params, basis, encoding))
-            s.append(through_service(client, base, inputs[2 * i + 1], args.steps, args.size))
-        cached = inputs[1:2 * args.requests:2]
-
-        def hit(i: int) -> None:
-            r = client.post(f"{base}/generate", files={"image": ("x.png", cached[i % len(cached)], "image/png")},
-                            data={"steps": args.steps, "size": args.size})
-            assert r.status_code == 200 and r.json()["cached"] is True
-
-        def healthz(_: int) -> None:
-            client.get(f"{base}/healthz")
-
-        runs: dict[str, list[float]] = {}
-        for _ in range(args.rounds):  # /healthz and cache hits alternate
-            for clients in (1, args.concurrency):
-                for name, fn in (("healthz", healthz), ("cache_hit", hit)):
-                    runs.setdefault(f"{name}_requests_per_s_{clients}_clients", []).append(
-                        throughput(fn, args.hits, clients))
-        rates = {name: float(np.median(values)) for name, values in runs.items()}
-        result = {
-            "shape": "generator-api + generator-worker processes (default settings: "
-                     f"batch wait {defaults.max_batch_wait_ms} ms, batch {defaults.max_batch_size}), private Redis, "
-                     "file:// store, fitted basis, adaptive policy; 1 client, wait=true; direct: the same "
-                     "decode + ViewGenerator + encode in this process, interleaved",
-            "store": store_url, "torch_threads": torch.get_num_threads(), "requests": args.requests, "steps": args.steps,
-            "size": args.size, "direct": percentiles(d), "service": percentiles(s),
-            "added_p50_ms": 1000 * (float(np.percentile(s, 50)) - float(np.percentile(d, 50))),
-            "added_p99_ms": 1000 * (float(np.percentile(s, 99)) - float(np.percentile(d, 99))),
-            "service_over_direct_p50": float(np.percentile(s, 50) / np.percentile(d, 50)),
-            "median_of_rounds": rates, "rounds": runs,
-        }
-        for clients in (1, args.concurrency):
-            result[f"cache_hit_over_healthz_{clients}_clients"] = (
-                rates[f"cache_hit_requests_per_s_{clients}_clients"] / rates[f"healthz_requests_per_s_{clients}_clients"])
-    finally:
-        for p in procs:
-            p.stop()
-        redis_proc.terminate()
-        redis_proc.wait()
-    emit(result, args.out)
+    emit(measure(args, work, cache, store_url), args.out)
 
 
 if __name__ == "__main__":

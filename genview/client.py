@@ -15,6 +15,7 @@ from safetensors.torch import save
 from genview.image_files import read_bytes
 from genview.pca_fit import sample_paths
 from genview.schemas import BasisFitResult, BasisInfo, BatchScoreResult, GenerationJobDocument, InputRef
+from genview.store import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ def jpeg_pairs_body(pairs: torch.Tensor, quality: int = 95) -> bytes:
         files.append(buf.getvalue())
     lengths = torch.tensor([len(f) for f in files], dtype=torch.int64).view(-1, 2)
     return save({"pairs_jpeg": torch.frombuffer(bytearray(b"".join(files)), dtype=torch.uint8), "lengths": lengths})
+
+
+def _form(fields: dict) -> dict[str, str]:
+    """`POST /generate` fields (or `GET /views/lookup` query parameters) as text; None leaves a field out."""
+    return {k: str(v) for k, v in fields.items() if v is not None}
 
 
 class ServiceUnavailable(RuntimeError):
@@ -125,12 +131,26 @@ class GeneratorClient(ServiceClient):
 
     basis_route = "/basis"
 
+    def lookup(self, sha: str, **fields) -> GenerationJobDocument | None:
+        """The cached result of the image with SHA-256 `sha` under `fields` (`GET /views/lookup`, no upload);
+        None when there is none (or, with API keys, the input is not this key's)."""
+        try:
+            response = self.request("GET", "/views/lookup", params={"sha256": sha, **_form(fields)})
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
+        return GenerationJobDocument.model_validate(response.json())
+
     def generate(self, image: bytes, wait_s: float = 600.0, **fields) -> GenerationJobDocument:
-        """The finished job document of one image (waits for it); `fields` are `POST /generate` form fields."""
-        data = {k: str(v) for k, v in fields.items() if v is not None}
+        """The finished job document of one image (waits for it); `fields` are `POST /generate` form fields.
+        A cached result is looked up by the image's hash first: the image is uploaded only on a miss."""
+        doc = self.lookup(sha256_hex(image), **fields)
+        if doc is not None:
+            return doc
         doc = GenerationJobDocument.model_validate(self.request(
             "POST", "/generate", params={"wait": "true", "timeout": str(wait_s)},
-            files={"image": ("image", image)}, data=data).json())
+            files={"image": ("image", image)}, data=_form(fields)).json())
         deadline = time.monotonic() + wait_s
         while doc.status not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(1.0)

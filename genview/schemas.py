@@ -82,6 +82,10 @@ class GenerationResult(ViewRecord):
     views: list[ViewRef]
     fg_map: str = Field(description="store key of the foreground map image")
 
+    def object_keys(self) -> list[str]:
+        """The store objects this document names (a result is only valid while they all exist)."""
+        return [*(v.key for v in self.views), self.fg_map]
+
 
 MODEL_FIELD = Field(None, description="the model serving this API ('tiny': small random weights, meaningless pictures)")
 GENERATE, SCORE, FIT_BASIS = "generate", "score", "fit-basis"  # the job kinds (`kind` of every queue payload)

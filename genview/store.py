@@ -9,7 +9,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import wraps
 from typing import BinaryIO, TypeVar
 
@@ -152,6 +152,33 @@ def score_key(pair_sha: str, phash: str) -> str:
     return validate_key(f"scores/{pair_sha}/{phash}.json")
 
 
+def _overlap(fn, keys) -> dict[str, Future]:
+    """`fn(key)` for every key, in threads when there are several."""
+    keys = list(keys)
+    if len(keys) < 2:
+        futures = {}
+        for key in keys:
+            futures[key] = Future()
+            try:
+                futures[key].set_result(fn(key))
+            except Exception as exc:
+                futures[key].set_exception(exc)
+        return futures
+    with ThreadPoolExecutor(min(8, len(keys)), thread_name_prefix="store-put") as pool:
+        return {key: pool.submit(fn, key) for key in keys}
+
+
+def _results(futures: dict[str, Future], cleanup=None) -> dict:
+    """The results by key; if any call failed, `cleanup(result)` for the others and raise the first error."""
+    failed = [f.exception() for f in futures.values() if f.exception() is not None]
+    if failed:
+        for future in futures.values():
+            if cleanup is not None and future.exception() is None:
+                cleanup(future.result())
+        raise failed[0]
+    return {key: future.result() for key, future in futures.items()}
+
+
 class ObjectStore:
     """Write-once byte objects under validated keys, below a root URL."""
 
@@ -201,7 +228,7 @@ class ObjectStore:
         if not overwrite and self.exists(key):
             return False
         if self.protocol == "file":
-            self._write_local(path, data, durable)
+            os.replace(self._stage_local(path, data, durable), path)
         elif isinstance(data, (bytes, bytearray, memoryview)):
             self.fs.pipe_file(path, bytes(data))
         else:
@@ -209,19 +236,26 @@ class ObjectStore:
                 shutil.copyfileobj(data, f, COPY_CHUNK)
         return True
 
-    def put_many(self, objects: dict[str, bytes]) -> None:
-        """`put` several objects at once (their fsyncs or S3 requests overlap); all are written on return."""
-        if len(objects) < 2:
-            for key, data in objects.items():
-                self.put(key, data)
-            return
-        with ThreadPoolExecutor(min(8, len(objects)), thread_name_prefix="store-put") as pool:
-            for future in [pool.submit(self.put, key, data) for key, data in objects.items()]:
-                future.result()
+    @_reachable
+    def put_many(self, objects: dict[str, bytes], last: str | None = None) -> set[str]:
+        """Write-once `put` of several objects as one durable commit: their fsyncs (which the file system joins
+        into one journal commit) or S3 requests overlap. `last`, one of the keys, becomes visible only after all
+        the others (a document naming them). All are stored on return; answers the keys written (new ones)."""
+        todo = {key: data for key, data in objects.items() if not self.exists(key)}
+        if self.protocol != "file":
+            _results(_overlap(lambda key: self.fs.pipe_file(self._path(key), bytes(todo[key])), todo.keys() - {last}))
+            if last in todo:
+                self.fs.pipe_file(self._path(last), bytes(todo[last]))
+            return set(todo)
+        staged = _results(_overlap(lambda key: self._stage_local(self._path(key), todo[key]), list(todo)),
+                          cleanup=os.remove)
+        for key in sorted(staged, key=lambda k: k == last):  # `last` renamed last
+            os.replace(staged[key], self._path(key))
+        return set(todo)
 
     @staticmethod
-    def _write_local(path: str, data: bytes | BinaryIO, durable: bool = True) -> None:
-        """Write a temp file next to `path`, then rename it over `path`."""
+    def _stage_local(path: str, data: bytes | BinaryIO, durable: bool = True) -> str:
+        """Write a temp file next to `path` (fsynced unless not `durable`); its path, to rename over `path`."""
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
@@ -234,11 +268,11 @@ class ObjectStore:
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())
-            os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+        return tmp
 
     @_reachable
     def get(self, key: str) -> bytes:

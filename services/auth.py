@@ -66,7 +66,7 @@ def access_mode(settings: Settings, host: str) -> str:
     return f"ANONYMOUS: no API keys, anyone who reaches {host} may call it ({why})"
 
 
-def _tenant(request: Request) -> str:
+async def _tenant(request: Request) -> str:
     return request.scope.get("state", {}).get("tenant", PUBLIC)
 
 

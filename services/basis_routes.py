@@ -30,7 +30,7 @@ def service_prefix(request: Request) -> str:
     return SCORER_PREFIX if path.startswith(SCORER_PREFIX + "/") else ""
 
 
-def basis_owner(request: Request) -> ServiceState:
+async def basis_owner(request: Request) -> ServiceState:
     """The service whose basis the request names."""
     return request.app.state.scorer if service_prefix(request) else request.app.state.generator
 

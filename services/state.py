@@ -38,11 +38,12 @@ class ServiceState:
         self.waiter = JobWaiter(self.queue, self.settings)
 
 
-def app_settings(request: Request) -> Settings:
+# Dependencies are `async def`: FastAPI runs a plain `def` one in the thread pool, a hop per request each.
+async def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def app_store(request: Request) -> ObjectStore:
+async def app_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
@@ -50,11 +51,11 @@ AppSettings = Annotated[Settings, Depends(app_settings)]  # what `base_app` keep
 AppStore = Annotated[ObjectStore, Depends(app_store)]
 
 
-def generator_state(request: Request) -> ServiceState:
+async def generator_state(request: Request) -> ServiceState:
     return request.app.state.generator
 
 
-def scorer_state(request: Request) -> ServiceState:
+async def scorer_state(request: Request) -> ServiceState:
     return request.app.state.scorer
 
 

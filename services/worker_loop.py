@@ -95,6 +95,18 @@ def touch(path: str) -> None:
         log.warning("cannot touch the heartbeat file %s", path, exc_info=True)
 
 
+START, CLAIM, COLLECT, WAIT = "start", "claim", "collect", "wait"  # what the run loop does next (`next_step`)
+
+
+def next_step(busy: bool, collected: int, max_batch: int, max_wait_ms: int) -> str:
+    """The run loop's decision. An idle worker never waits for a batch to fill: it starts the jobs it holds, however
+    few (START), or claims and starts with the first that arrive (CLAIM). Only while a batch runs does it collect
+    the next one (COLLECT, looking every `max_wait_ms`), or, with a full batch or no refill, waits (WAIT)."""
+    if not busy:
+        return START if collected else CLAIM
+    return COLLECT if collected < max_batch and max_wait_ms > 0 else WAIT
+
+
 def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consumer: str, max_batch: int,
                max_wait_ms: int, stop: threading.Event, idle_block_ms: int = 1000,
                heartbeat_file: str | None = None) -> None:
@@ -123,7 +135,8 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
             busy = running is not None and not running.done()
             if heartbeat_file and not busy:
                 touch(heartbeat_file)
-            if collected and not busy:
+            step = next_step(busy, len(collected), max_batch, max_wait_ms)
+            if step == START:
                 running, collected = start(collected), []
                 continue
             if stop.is_set():
@@ -139,9 +152,9 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
                     collected += leases.hold(queue.resume(consumer, leases.tokens()))
                     outage.clear()
                     continue
-                if not busy:  # nothing in flight: take what is there (waiting for the first job) and start
+                if step == CLAIM:  # nothing in flight: take what is there (waiting for the first job) and start
                     collected = leases.hold(queue.claim(consumer, max_batch, idle_block_ms))
-                elif len(collected) < max_batch and max_wait_ms > 0:
+                elif step == COLLECT:
                     more = leases.hold(queue.claim(consumer, max_batch - len(collected), 0))
                     collected += more
                     if not more:

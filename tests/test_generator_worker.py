@@ -134,3 +134,26 @@ def test_handle_finishes_every_delivery_before_it_returns(generator, tmp_path):
     worker.handle(worker.queue.claim("test", 4, 0))
     assert [worker.queue.get(i).status for i in ids] == ["done", "done"]
     worker.close()
+
+
+def test_an_input_cut_short_by_a_crash_is_removed_and_its_job_fails(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "torn", max_deliveries=1)
+    [job_id] = _submit(worker, range(1))
+    sha = worker.queue.get(job_id).payload["sha"]
+    worker.store.put(input_key(sha), b"\x89PNG", overwrite=True)  # what an un-fsynced write may leave
+    _drain(worker)
+    job = worker.queue.get(job_id)
+    assert job.status == "failed" and "send the image again" in job.error
+    assert not worker.store.exists(input_key(sha))  # the next upload of these bytes stores them afresh
+
+
+def test_a_result_whose_views_are_gone_is_regenerated_not_served(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "gone")
+    [first] = _submit(worker, range(1))
+    _drain(worker)
+    result = GenerationResult.model_validate(worker.queue.get(first).result)
+    worker.store.delete(result.views[0].key)
+    again = worker.queue.submit(worker.queue.get(first).payload, "redo")[0]
+    _drain(worker)
+    assert worker.queue.get(again).status == "done"
+    assert worker.store.exists(result.views[0].key)

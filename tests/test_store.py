@@ -57,7 +57,7 @@ def test_write_once_and_overwrite(store):
 def test_put_many_writes_every_object_write_once_and_raises_on_a_bad_key(store):
     objects = {f"views/many/{i}.png": bytes([i]) * (i + 1) for i in range(5)}
     store.put("views/many/0.png", b"kept")
-    store.put_many(objects)
+    assert store.put_many(objects) == set(objects) - {"views/many/0.png"}  # the keys it wrote
     assert {k: store.get(k) for k in objects} == {**objects, "views/many/0.png": b"kept"}
     with pytest.raises(InvalidKey):
         store.put_many({"views/many/5.png": b"x", "../escape": b"y"})
@@ -215,3 +215,13 @@ def test_s3_ping_missing_bucket(s3_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with pytest.raises(OSError):  # s3fs: FileNotFoundError
         ObjectStore("s3://bucket-that-does-not-exist/x", endpoint_url=s3_endpoint).ping()
+
+
+def test_put_many_publishes_nothing_when_one_object_fails(tmp_path):
+    store = ObjectStore(f"file://{tmp_path / 'store'}")
+    store.put("views/blocker", b"a file where a folder is needed")
+    with pytest.raises(OSError):
+        store.put_many({"views/ok.png": b"x", "views/blocker/0.png": b"y", "views/meta.json": b"{}"},
+                       last="views/meta.json")
+    assert store.list("views") == ["views/blocker"]
+    assert not [p for p in (tmp_path / "store" / "views").iterdir() if p.name.endswith(".tmp")]  # no staged leftovers

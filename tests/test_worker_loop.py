@@ -9,7 +9,7 @@ import time
 import pytest
 
 from genview.queue import DONE, MemoryJobQueue, RedisJobQueue
-from services.worker_loop import run_worker
+from services.worker_loop import CLAIM, COLLECT, START, WAIT, next_step, run_worker
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -127,3 +127,16 @@ def test_heartbeat_file_is_touched_while_idle_and_between_batches(make_queue, tm
         while beat.stat().st_mtime_ns == during:  # touched again once the batch is over
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+
+@pytest.mark.parametrize("held", [1, 3, 7])
+def test_an_idle_worker_never_waits_for_a_batch_to_fill(held):
+    """Fewer jobs than a batch and nothing running: go at once, whatever the batch wait is."""
+    assert next_step(busy=False, collected=held, max_batch=8, max_wait_ms=50) == START
+    assert next_step(busy=False, collected=0, max_batch=8, max_wait_ms=50) == CLAIM  # starts with the first to come
+
+
+def test_a_busy_worker_collects_the_next_batch_until_it_is_full():
+    assert next_step(busy=True, collected=3, max_batch=8, max_wait_ms=50) == COLLECT
+    assert next_step(busy=True, collected=8, max_batch=8, max_wait_ms=50) == WAIT
+    assert next_step(busy=True, collected=3, max_batch=8, max_wait_ms=0) == WAIT

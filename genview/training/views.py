@@ -76,7 +76,7 @@ class ServiceRequest:
 
 
 class ServiceViewSource:
-    """Views from the generator service (`POST /generate`, then `GET /views/…`)."""
+    """Views from the generator service (`GET /views/lookup`, on a miss `POST /generate`; then `GET /views/…`)."""
 
     def __init__(self, url: str, policy: NoisePolicy, steps: int, size: int, seed: int, retries: int = 3,
                  api_key: str | None = None):

@@ -11,6 +11,7 @@ from genview.store import ObjectStore
 from services import basis_routes
 from services.app import base_app
 from services.errors import GUARDED
+from services.generator import lookup
 from services.generator.gallery import add_gallery_route
 from services.generator.routes import router
 from services.playground import playground_router
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None,
 def install(app: FastAPI, settings: Settings, queue: JobQueue, store: ObjectStore, metrics: ServiceMetrics) -> None:
     """The generator's routes on `app`, and the state they are given (`app.state.generator`)."""
     app.state.generator = ServiceState(settings, queue, store, metrics, encoder_id("generator", settings.model))
+    app.include_router(lookup.router)  # before `router`: its `/views/{key:path}` would take `/views/lookup`
     app.include_router(router)
     app.include_router(basis_routes.router, tags=["generate"], responses=GUARDED)
 

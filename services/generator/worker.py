@@ -25,7 +25,7 @@ from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
 from genview.schemas import INVALID_PAYLOAD, FitBasisJob, GenerateJob, GenerationParams, GenerationResult, ViewRef
 from genview.settings import Settings
-from genview.store import ObjectNotFound, ObjectStore, fg_map_key, input_key, view_key, view_meta_key
+from genview.store import ObjectNotFound, ObjectStore, fg_map_key, input_key, sha256_hex, view_key, view_meta_key
 from genview.view_encoding import ViewEncoding, encode_fg_map
 from services.workers import fail_job, finish_fit_job, typed_payloads
 
@@ -104,7 +104,8 @@ class GeneratorWorker:
             else:
                 self.queue.fail(delivery, f"{INVALID_PAYLOAD}: a generator worker runs no {payload.kind!r} jobs",
                                 permanent=True)
-        accepted = [f.result() for f in self._submit(self.accept, generations)]  # decoded in the pool
+        # decoded in the pool; a lone job here (an idle worker's: no hop to overlap anything with)
+        accepted = [f.result() for f in self._submit(self.accept, generations, inline=len(generations) < 2)]
         jobs = [job for job in accepted if job is not None]
         model_s = 0.0
         storing: list[Future] = []
@@ -119,11 +120,11 @@ class GeneratorWorker:
         self._storing = storing
         self.idle.add(time.perf_counter() - start, model_s)
 
-    def _submit(self, fn, calls: list[tuple]) -> list[Future]:
-        """Each call as a future: in the pool, or inline (serial path, or a pool that refuses work)."""
+    def _submit(self, fn, calls: list[tuple], inline: bool = False) -> list[Future]:
+        """Each call as a future: in the pool, or inline (asked for, serial path, or a pool that refuses work)."""
         futures = []
         for args in calls:
-            if self.pool is not None:
+            if self.pool is not None and not inline:
                 try:
                     futures.append(self.pool.submit(fn, *args))
                     continue
@@ -159,7 +160,7 @@ class GeneratorWorker:
         try:
             basis = self.bases.matching(params.basis)
             require_basis(params.noise_policy, basis is not None)
-            image = load_rgb(self.store.get(input_key(sha)), self.settings.max_pixels)
+            image = load_rgb(self.stored_input(sha), self.settings.max_pixels)
         except Exception as exc:
             fail_job(self.queue, delivery, f"cannot run job for input {sha}", exc)
             return None
@@ -191,22 +192,36 @@ class GeneratorWorker:
             job, self.store, self.generator, self.settings.fg_fraction, self.settings.max_pixels,
             self.settings.max_batch_size))
 
+    def stored_input(self, sha: str) -> bytes:
+        """The stored input `sha` (written without fsync by `/generate`); a copy a crash cut short is removed."""
+        data = self.store.get(input_key(sha))
+        if sha256_hex(data) != sha:
+            self.store.delete(input_key(sha))
+            raise ObjectNotFound(f"{input_key(sha)} was damaged (cut short by a crash); send the image again")
+        return data
+
     def _stored_result(self, sha: str, params: GenerationParams) -> dict:
-        """The stored result document of (input, params); ObjectNotFound when there is none yet."""
-        return GenerationResult.model_validate_json(self.store.get(view_meta_key(sha, params.hash))).model_dump()
+        """The stored result document of (input, params) while every object it names exists; ObjectNotFound when
+        there is none yet (or its views are gone)."""
+        key = view_meta_key(sha, params.hash)
+        result = GenerationResult.model_validate_json(self.store.get(key))
+        if not all(self.store.exists(k) for k in result.object_keys()):
+            raise ObjectNotFound(key)
+        return result.model_dump()
 
     def store_result(self, request: ViewRequest, generated: GeneratedViews) -> dict:
-        """Write views, foreground map and result document (write-once: a rerun changes nothing)."""
+        """Write views, foreground map and result document in one durable commit, the document visible last
+        (write-once: a rerun changes nothing). Readers serve a document only while every object it names exists
+        (`GenerationResult.object_keys`)."""
         sha, params = request.sha, request.params
-        fg_map = fg_map_key(sha, params.hash)
+        fg_map, meta = fg_map_key(sha, params.hash), view_meta_key(sha, params.hash)
         objects = {fg_map: encode_fg_map(generated.fg_map)}
         for v, img in enumerate(generated.views):
             objects[view_key(sha, params.hash, v, self.encoding.ext)] = self.encoding.encode(img)
-        self.store.put_many(objects)  # the result document only once every object it names is stored
         views = [ViewRef(key=key) for key in objects if key != fg_map]
         result = GenerationResult(fg_ratio=generated.fg_ratio, fg_basis=generated.fg_basis, basis_id=params.basis,
                                   noise_level=generated.noise_level, noise_policy=params.noise_policy, seed=params.seed,
                                   size=params.size, views=views, fg_map=fg_map)
-        if self.store.put(view_meta_key(sha, params.hash), result.model_dump_json().encode()):
+        if meta in self.store.put_many({**objects, meta: result.model_dump_json().encode()}, last=meta):
             return result.model_dump()
         return self._stored_result(sha, params)  # an earlier delivery wrote it first: its document stands

@@ -1,0 +1,89 @@
+"""`GET /views/lookup`: the cached result of (input hash, generation parameters) without uploading the image.
+
+The parameters are keyed exactly as `POST /generate` keys them (`routes.request_params`, the basis included).
+With API keys a tenant only finds inputs it owns: any other answers 404, as an absent one does."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from genview.basis import PER_IMAGE, BasisRequired, require_basis
+from genview.queue import DONE
+from genview.schemas import GenerationJobDocument
+from services.auth import Tenant
+from services.errors import GUARDED, ApiError, error_responses
+from services.generator.routes import (POLICY_HELP, cache_job_id, cheap_here, document, fresh_result, json_response,
+                                       off_loop_unless_cheap, request_params, request_policy)
+from services.state import Generator, ServiceState
+
+LOOKUP = "/views/lookup"  # included before `/views/{key:path}`, which would take it for a view key
+router = APIRouter(tags=["generate"], responses=GUARDED)
+
+
+class LookupQuery(BaseModel):
+    """The input's SHA-256 and the `POST /generate` fields it would be sent with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the image file's bytes (lower case)")
+    noise_policy: str = Field("auto", max_length=100, description=POLICY_HELP)
+    num_views: int = Field(1, ge=1, le=8)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    steps: int = Field(20, ge=1, le=200)
+    guidance_scale: float = Field(10.0, ge=0.0, le=50.0)
+    prompt: str = Field("", max_length=1000)
+    size: int = Field(512, ge=16, le=2048, description="output side in pixels (square)")
+
+
+def lookup_document(service: ServiceState, tenant: str, query: LookupQuery) -> GenerationJobDocument | None:
+    """The finished document of the query's (input, parameters) if stored and visible to `tenant`, else None."""
+    policy = request_policy(query.noise_policy, None)
+    params = request_params(service, policy, query.model_dump(exclude={"sha256", "noise_policy"}))
+    try:
+        require_basis(policy, params.basis != PER_IMAGE)
+    except BasisRequired as exc:
+        raise ApiError(409, "basis_required", str(exc)) from exc
+    if not service.owners.owns(tenant, query.sha256):
+        return None
+    result = fresh_result(service.store, query.sha256, params)
+    if result is None:
+        return None
+    service.metrics.cache_hit()
+    return document(service, cache_job_id(query.sha256, params), DONE, result, cached=True)
+
+
+def query_parameters() -> list[dict]:
+    """`LookupQuery` as OpenAPI query parameters (the route validates the query string itself, in one step)."""
+    schema = LookupQuery.model_json_schema()
+    return [{"name": name, "in": "query", "required": name in schema.get("required", []), "schema": field,
+             **({"description": field["description"]} if "description" in field else {})}
+            for name, field in schema["properties"].items()]
+
+
+def parse_query(request: Request) -> LookupQuery:
+    """The query string as a LookupQuery; 422 `invalid_parameters` naming each bad field (a repeated one too)."""
+    params = request.query_params
+    repeated = sorted({k for k in params.keys() if len(params.getlist(k)) > 1})
+    try:
+        if repeated:
+            raise ApiError(422, "invalid_parameters",
+                           [{"field": k, "message": "given more than once"} for k in repeated])
+        return LookupQuery.model_validate(dict(params))
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_parameters", [{"field": ".".join(map(str, e["loc"])) or "query",
+                                                    "message": e["msg"]} for e in exc.errors()]) from None
+
+
+@router.get(LOOKUP, response_model=GenerationJobDocument, responses=error_responses(404, 409),
+            openapi_extra={"parameters": query_parameters()})
+async def lookup_views(request: Request, service: Generator, tenant: Tenant):
+    """The cached result of an image by its SHA-256, without sending it: 200 with the finished document (as
+    `POST /generate` answers a cache hit), 404 `not_cached` when there is none — or the input is not this API
+    key's — and then `POST /generate` with the image. 409 `basis_required` as `POST /generate` answers it."""
+    query = parse_query(request)  # one pydantic validation: a FastAPI query model costs several times more
+    doc = await off_loop_unless_cheap(cheap_here(service), lookup_document, service, tenant, query)
+    if doc is None:
+        raise ApiError(404, "not_cached", "no stored views of this input under these parameters (or the input is "
+                                          "not this API key's): POST /generate with the image")
+    return json_response(doc)
