@@ -41,6 +41,7 @@ MULTIPART = "multipart/form-data; boundary=x"
 MULTIPART_FILE_START = (b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
                         b"Content-Type: image/png\r\n\r\n")
 RSS_LIMIT_MB = 300
+PER_IMAGE_SCORES = {"basis": "per-image"}  # scoring without a fitted basis, asked for by name
 
 
 # --- crafted bodies -------------------------------------------------------------------------------------
@@ -225,11 +226,11 @@ def catalogue(gen: Api, score: Api, gen_redis: Api, redis: subprocess.Popen) -> 
                                 data=data or fields)
 
     def score_post(image: bytes):
-        return lambda c: c.post(f"{score.base}/score", headers=a,
+        return lambda c: c.post(f"{score.base}/score", headers=a, params=PER_IMAGE_SCORES,
                                 files={"original": ("o.png", image), "view": ("v.png", png(64, 64))})
 
     def batch(body: bytes):
-        return lambda c: c.post(f"{score.base}/score/batch", headers=a, content=body)
+        return lambda c: c.post(f"{score.base}/score/batch", headers=a, params=PER_IMAGE_SCORES, content=body)
 
     def chunked(api: Api, path: str, offer: int, prefix: bytes = b"", content_type: str = "application/octet-stream"):
         def run(_):

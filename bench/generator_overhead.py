@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from bench.report import emit
-from genview.basis import save_basis
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.generation import ViewGenerator, ViewRequest
 from genview.images import load_rgb
 from genview.method.pca import fit_pca_basis
@@ -87,7 +87,7 @@ def main() -> None:
     inputs = [png_bytes(160, 120, seed=i) for i in range(2 * args.requests + 2)]
     generator = UnclipGenerator.load("tiny", "cpu", cache)
     basis = fit_pca_basis(generator.encode([load_rgb(d, 10**8) for d in inputs[:16]]).tokens, generator.grid)
-    save_basis(ObjectStore(store_url), generator.encoder_id, basis)
+    BasisStore(ObjectStore(store_url), generator.encoder_id).save(basis, DEFAULT_OWNER)
     views = ViewGenerator(generator, (defaults := Settings()).fg_fraction, defaults.max_batch_size)
     params = GenerationParams(model="tiny", noise_policy="auto", basis=basis.fingerprint,
                               steps=args.steps, size=args.size)

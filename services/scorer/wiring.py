@@ -24,6 +24,6 @@ def build_worker(settings: Settings, store: ObjectStore | None = None) -> Servic
     scorer = PairScorer(ScorerEncoder.load(settings.scorer_model, settings.device, settings.model_cache),
                         settings.max_score_pairs)
     queue = open_scorer_queue(settings)
-    worker = ScorerWorker(scorer, queue, store or ObjectStore.from_settings(settings), settings.basis_refresh_s,
-                          settings.fg_fraction, settings.max_pixels)
+    worker = ScorerWorker(scorer, queue, store or ObjectStore.from_settings(settings), settings.fg_fraction,
+                          settings.max_pixels)
     return ServiceWorker(ROLE, queue, worker.handle)
