@@ -133,10 +133,12 @@ def test_a_refit_or_pin_never_changes_a_job_accepted_on_an_older_version(generat
     assert fitted[0] != fitted[1] and bases.current_id(DEFAULT_OWNER) == fitted[1]
     [old] = _submit(worker, range(7, 8), noise="adaptive", basis=fitted[0])
     [constant] = _submit(worker, range(7, 8), noise="constant:100")
+    [per_image] = _submit(worker, range(8, 9))
     _drain(worker)
     assert GenerationResult.model_validate(worker.queue.get(old).result).basis_id == fitted[0]
-    done = GenerationResult.model_validate(worker.queue.get(constant).result)
-    assert (done.basis_id, done.fg_basis) == (None, "per-image")  # no basis looked at
+    for job in (constant, per_image):  # no basis looked at, none reported
+        done = GenerationResult.model_validate(worker.queue.get(job).result)
+        assert (done.basis_id, done.fg_basis) == (None, "per-image")
 
 
 def test_view_format_webp(generator, tmp_path):

@@ -83,3 +83,32 @@ def test_batch_bodies_are_transient_unhashed_and_never_inputs(scorer, tmp_path):
     assert [queue.get(j).status for j in jobs] == ["done", "failed"]
     assert not list((tmp_path / "s").glob("score-bodies/*/*"))  # scored, or failed for good: gone either way
     assert not list((tmp_path / "s").glob("inputs/*")) and not list((tmp_path / "s").glob("scores/*"))
+
+
+def test_score_answers_are_cached_per_tenant(scorer, tmp_path):
+    """B never gets `cached: true` (nor A's job) for a pair A scored; each tenant's own repeat is cached."""
+    from fastapi.testclient import TestClient
+
+    from genview.settings import Settings
+    from services.scorer.app import create_app
+    from services.scorer.worker import ScorerWorker
+
+    settings = Settings(model="tiny", scorer_model="tiny", store_url=f"file://{tmp_path}/s", score_timeout_s=0.05,
+                        api_keys="key-a,key-b")
+    queue, store = MemoryJobQueue("cache"), ObjectStore(settings.store_url)
+    api, worker = TestClient(create_app(settings, queue, store)), ScorerWorker(scorer, queue, store)
+    files = {"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", png_bytes(seed=2))}
+
+    def score(key: str):
+        return api.post("/score", files=files, headers={"X-API-Key": key}, params={"basis": "per-image"})
+
+    first = score("key-a")
+    assert first.status_code == 202
+    worker.handle(queue.claim("w", 4, 0))
+    again = score("key-a")
+    assert again.status_code == 200 and again.json()["cached"] is True and again.json()["basis_id"] is None
+    other = score("key-b")
+    assert other.status_code == 202 and other.json()["job_id"] != first.json()["job_id"]
+    worker.handle(queue.claim("w", 4, 0))
+    theirs = score("key-b").json()
+    assert theirs["cached"] is True and theirs["q"] == again.json()["q"]
