@@ -74,7 +74,7 @@ def test_generate_dataset_resume_export_and_levels(generator, images, tmp_path):
     _run(generator, "--images", str(images), "--manifest", str(manifest), "--export-official", str(official),
          "--fit-num", "6")
     basis = httpx.get(f"{generator['url']}/basis").json()["basis_id"]  # fitted by a worker (POST /basis/fit)
-    assert basis != "per-image" and generator["store"].exists("pca/generator-tiny.safetensors")
+    assert basis != "per-image" and generator["store"].exists(f"bases/generator-tiny/{basis}.safetensors")
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     relative = sorted(str(p.relative_to(images)) for p in images.rglob("*.png"))
     assert sorted(r["path"] for r in rows) == relative
