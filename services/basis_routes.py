@@ -114,7 +114,7 @@ async def basis(service: Owner, tenant: Tenant) -> BasisInfo:
     return await anyio.to_thread.run_sync(basis_info, service, tenant)
 
 
-@router.put("/basis/current", response_model=BasisInfo, responses=error_responses(404, 503))
+@router.put("/basis/current", response_model=BasisInfo, responses=error_responses(400, 404, 503))
 async def pin_basis(service: Owner, tenant: Tenant, body: PinBasisRequest) -> BasisInfo:
     """Make one of your basis versions (or the operator's default) current: requests accepted from now on use it,
     those accepted before keep the version they were accepted with."""
