@@ -17,11 +17,10 @@ from pydantic import BaseModel
 from genview.method.noise import NoisePolicy
 from genview.method.pca import PCABasis
 from genview.schemas import BasisVersion
-from genview.store import (ObjectNotFound, ObjectStore, basis_key, basis_version_key, basis_versions_prefix,
-                           current_basis_key)
+from genview.store import (DEFAULT_OWNER, ObjectNotFound, ObjectStore, basis_key, basis_version_key,
+                           basis_versions_prefix, current_basis_key)
 
 PER_IMAGE = "per-image"
-DEFAULT_OWNER = "default"  # the operator's basis: read-only to tenants, used by those without their own
 CACHED_BASES = 8  # basis versions a process keeps decoded
 
 BASIS_HINT = ("adaptive generation and quality scoring need a fitted or imported PCA basis: fit one "

@@ -9,7 +9,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
 from genview.queue.base import DONE, Job
-from genview.store import params_hash
+from genview.store import DEFAULT_OWNER, params_hash
 
 FgBasis = Literal["fitted", "per-image"]
 JobStatus = str  # queued | running | done | failed (genview.queue)
@@ -125,7 +125,7 @@ class FitBasisJob(FitBasisRequest):
 
     kind: Literal[FIT_BASIS] = FIT_BASIS
     tenant: str | None = None
-    owner: str = Field("default", description="the basis owner: a tenant, or 'default' (the operator's)")
+    owner: str = Field(DEFAULT_OWNER, description="the basis owner: a tenant, or the operator's default")
     min_images: int = Field(1, ge=1)
 
 

@@ -103,6 +103,9 @@ def owned_inputs_prefix(tenant: str) -> str:
     return f"tenants/{tenant}/inputs"
 
 
+DEFAULT_OWNER = "default"  # owner of the operator's basis versions (tenant ids are hex digests or "public")
+
+
 def basis_key(encoder_id: str, basis_id: str) -> str:
     """Key of one immutable PCA basis version of an encoder, named by its content (its fingerprint)."""
     return validate_key(f"bases/{encoder_id}/{basis_id}.safetensors")
