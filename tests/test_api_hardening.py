@@ -221,7 +221,8 @@ def test_image_library_failures_are_4xx_json_on_both_apis(tmp_path, name, data):
     gen_client = TestClient(generator_app(_settings(tmp_path), MemoryJobQueue("i"), store))
     score_client = TestClient(scorer_app(_settings(tmp_path), MemoryJobQueue("s"), store))
     for r in (_post(gen_client, data, headers={}),
-              score_client.post("/score", files={"original": ("o", data), "view": ("v", png_bytes())})):
+              score_client.post("/score", files={"original": ("o", data), "view": ("v", png_bytes())},
+                                params={"basis": "per-image"})):
         assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/json", (name, r.text)
         assert set(r.json()) == {"error", "detail"}
 

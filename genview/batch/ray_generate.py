@@ -1,9 +1,9 @@
 """`genview generate-dataset --engine ray`: a whole dataset's views on Ray Data, into WebDataset shards.
 
 The driver only lists the images and plans the shards (a seeded shuffle of the sorted list, cut into shards of
-`images_per_shard`). The PCA basis is the operator's default version in the object store (the one
-the generator service's tenants without their own use) or fitted on a Ray actor and published there. Ray Data then maps the shards still missing
-over a pool of actors that each hold one `ViewGenerator` (`num_gpus` per actor): an actor reads its shard's
+`images_per_shard`). The PCA basis is the operator's default version in the object store (the one the generator
+service's tenants without their own use) or fitted on a Ray actor and published there. Ray Data then maps the
+shards still missing over a pool of actors that each hold one `ViewGenerator` (`num_gpus` per actor): an actor reads its shard's
 images, generates their views with exactly the service's parameters, seeds and encoding, and writes the shard
 and its index part. Completed shards are skipped on a rerun; the parquet index is merged at the end.
 """

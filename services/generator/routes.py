@@ -126,7 +126,8 @@ def visible_job(service: ServiceState, tenant: str, job_id: str) -> Job:
     if job is None or not service.owners.may_see_job(tenant, job):
         raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
     if job.payload.get("kind") != GENERATE:
-        raise ApiError(404, "unknown_job", f"job {job_id!r} is no generation job; a basis fit is at /basis/jobs/{job_id}")
+        raise ApiError(404, "unknown_job",
+                       f"job {job_id!r} is no generation job; a basis fit is at /basis/jobs/{job_id}")
     return job
 
 

@@ -69,7 +69,8 @@ async def scores(service: ServiceState, body: bytes, timeout: float | None, tena
         except ObjectNotFound:
             pass
     await anyio.to_thread.run_sync(check_capacity, queue, settings)
-    await anyio.to_thread.run_sync(lambda: store.put(score_body_key(tenant, body_id), body, overwrite=True, durable=False))
+    await anyio.to_thread.run_sync(lambda: store.put(score_body_key(tenant, body_id), body, overwrite=True,
+                                                     durable=False))
     job = ScoreJob(body=body_id, cache=cache, phash=phash, basis=basis, tenant=tenant)
     job_id, created = await anyio.to_thread.run_sync(queue.submit, to_queue(job), dedup)
     if created:
