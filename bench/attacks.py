@@ -41,6 +41,7 @@ MULTIPART = "multipart/form-data; boundary=x"
 MULTIPART_FILE_START = (b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
                         b"Content-Type: image/png\r\n\r\n")
 RSS_LIMIT_MB = 300
+PER_IMAGE_SCORES = {"basis": "per-image"}  # scoring without a fitted basis, asked for by name
 
 
 # --- crafted bodies -------------------------------------------------------------------------------------
@@ -225,11 +226,11 @@ def catalogue(gen: Api, score: Api, gen_redis: Api, redis: subprocess.Popen) -> 
                                 data=data or fields)
 
     def score_post(image: bytes):
-        return lambda c: c.post(f"{score.base}/score", headers=a,
+        return lambda c: c.post(f"{score.base}/score", headers=a, params=PER_IMAGE_SCORES,
                                 files={"original": ("o.png", image), "view": ("v.png", png(64, 64))})
 
     def batch(body: bytes):
-        return lambda c: c.post(f"{score.base}/score/batch", headers=a, content=body)
+        return lambda c: c.post(f"{score.base}/score/batch", headers=a, params=PER_IMAGE_SCORES, content=body)
 
     def chunked(api: Api, path: str, offer: int, prefix: bytes = b"", content_type: str = "application/octet-stream"):
         def run(_):
@@ -257,7 +258,8 @@ def catalogue(gen: Api, score: Api, gen_redis: Api, redis: subprocess.Popen) -> 
         ("100000x1 PNG to /generate", "memory", gen, [400, 413, 422], gen_post(png(100_000, 1, "L"))),
         ("60000x60000 header (decompression bomb)", "memory", score, [413], score_post(png_with_header(60000, 60000))),
         ("zTXt bomb (200 MB of text)", "memory", gen, [400, 413], gen_post(ztxt_bomb())),
-        ("chunked 5 GiB to /score/batch", "body limit", score, [413], chunked(score, "/score/batch", 5 << 30)),
+        ("chunked 5 GiB to /score/batch", "body limit", score, [413],
+         chunked(score, "/score/batch?basis=per-image", 5 << 30)),
         ("chunked 5 GiB to /generate", "body limit", gen, [413],
          chunked(gen, "/generate", 5 << 30, MULTIPART_FILE_START, MULTIPART)),
         ("Content-Length 10 GiB", "body limit", gen, [413], lambda _: send_declared(gen.port, "/generate", a, 10 << 30)),

@@ -21,7 +21,7 @@ from safetensors.numpy import save as save_numpy
 
 from bench.attacks import Api, peak_rss, send_chunked, wait_until
 
-PATH = "/score/batch?timeout=0.01"  # no worker runs: an accepted batch is answered 202 at once
+PATH = "/score/batch?timeout=0.01&basis=per-image"  # no worker runs: an accepted batch is answered 202 at once
 SIDE = 256
 HEAD = 1024 * 1024  # what a held upload sends before it waits
 

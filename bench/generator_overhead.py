@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from bench.report import emit
-from genview.basis import save_basis
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.generation import ViewGenerator, ViewRequest
 from genview.images import load_rgb
 from genview.method.pca import fit_pca_basis
@@ -153,7 +153,7 @@ def measure(args, work: Path, cache: str, store_url: str) -> dict:
     generator = UnclipGenerator.load("tiny", "cpu", cache)
     basis = fit_pca_basis(generator.encode([load_rgb(d, 10**8) for d in inputs[:16]]).tokens, generator.grid)
     store = ObjectStore(store_url)
-    save_basis(store, generator.encoder_id, basis)
+    BasisStore(store, generator.encoder_id).save(basis, DEFAULT_OWNER)
     views = ViewGenerator(generator, (defaults := Settings()).fg_fraction, defaults.max_batch_size)
     params = GenerationParams(model="tiny", noise_policy="auto", basis=basis.fingerprint,
                               steps=args.steps, size=args.size)

@@ -66,7 +66,7 @@ def count_flops(generator: UnclipGenerator, raw: bytes, steps: int, guidance: fl
     views = ViewGenerator(generator, max_batch=1)
 
     def total(n: int) -> int:
-        params = GenerationParams(model="bench", noise_policy="auto:per-image", basis="per-image", seed=0, steps=n,
+        params = GenerationParams(model="bench", noise_policy="auto:per-image", seed=0, steps=n,
                                   guidance_scale=guidance, size=size)
         with FlopCounterMode(display=False) as counter:
             views.generate([ViewRequest(image, sha256_hex(raw), params, None)])

@@ -153,7 +153,7 @@ def worker_path(generator: UnclipGenerator, work: Workload, batch: int, padded: 
         store.put(input_key(sha), raw)
 
     def submit(seed: int, steps: int) -> list[str]:
-        params = GenerationParams(model="bench", noise_policy="auto:per-image", basis="per-image", seed=seed,
+        params = GenerationParams(model="bench", noise_policy="auto:per-image", seed=seed,
                                   steps=steps, guidance_scale=work.guidance, size=work.size)
         return [queue.submit(to_queue(GenerateJob(sha=sha, params=params)))[0] for sha in shas]
 

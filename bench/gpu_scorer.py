@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save
 
 from bench.scorer_throughput import in_process, smooth_pairs, through_service
-from genview.basis import save_basis
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.client import jpeg_pairs_body
 from genview.method.pca import fit_pca_basis
 from genview.models.scorer_encoder import ScorerEncoder
@@ -38,7 +38,7 @@ def scorer_runs(args: argparse.Namespace) -> dict:
     scorer = PairScorer(encoder, pairs_each)  # as the service builds it (max_batch = GENVIEW_MAX_SCORE_PAIRS)
     batches = [smooth_pairs(pairs_each, seed) for seed in range(args.scorer_requests)]
     basis = fit_pca_basis(encoder.tokens(batches[0][:16].flatten(0, 1)), encoder.grid)
-    save_basis(ObjectStore(store_url), encoder.encoder_id, basis)
+    BasisStore(ObjectStore(store_url), encoder.encoder_id).save(basis, DEFAULT_OWNER)
     env = service_env(model="tiny", scorer_model=args.scorer, device=args.device, model_cache=cache,
                       store_url=store_url, max_score_pairs=str(pairs_each))
     api, base = start_api("serve", env, work)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import save
 
 from bench.report import emit
-from genview.basis import save_basis
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.client import jpeg_pairs_body
 from genview.method.pca import fit_pca_basis
 from genview.models.scorer_encoder import SCORER_IMAGE_SIZE, ScorerEncoder
@@ -91,7 +91,7 @@ def main() -> None:
     scorer = PairScorer(encoder, args.batch)
     batches = [smooth_pairs(args.batch, seed) for seed in range(args.requests)]
     basis = fit_pca_basis(encoder.tokens(batches[0][:16].flatten(0, 1)), encoder.grid)
-    save_basis(ObjectStore(store_url), encoder.encoder_id, basis)
+    BasisStore(ObjectStore(store_url), encoder.encoder_id).save(basis, DEFAULT_OWNER)
     port = free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL)

@@ -40,7 +40,7 @@ def cmd_fit_pca(args: argparse.Namespace) -> None:
         raise UsageError("--images is needed to fit a basis (or to calibrate an imported one without --threshold)")
     images = None if imported else require_images(args.images)  # checked before the heavy imports below
 
-    from genview.basis import save_basis
+    from genview.basis import DEFAULT_OWNER, BasisStore
     from genview.pca_fit import fit_basis, import_official, sample_paths, threshold_on_images
     from genview.store import ObjectStore
 
@@ -68,10 +68,10 @@ def cmd_fit_pca(args: argparse.Namespace) -> None:
             basis = fit_basis(paths, model.tokens, model.dim, model.grid, fg_fraction, args.batch_size,
                               settings.max_pixels)
         model_id, count = model.encoder_id, len(paths)
-    key = save_basis(ObjectStore.from_settings(settings), model_id, basis)
+    basis_id = BasisStore(ObjectStore.from_settings(settings), model_id).save(basis, DEFAULT_OWNER, images=count)
     how = "imported" if args.import_official else "fitted"
-    print(f"{how} PCA basis {basis.fingerprint} (threshold {basis.threshold:.6g}, {count} images) -> "
-          f"{settings.store_url}/{key}")
+    print(f"{how} PCA basis {basis_id} (threshold {basis.threshold:.6g}, {count} images), published as the default "
+          f"basis of {model_id} in {settings.store_url}")
 
 
 def cmd_generate_dataset(args: argparse.Namespace) -> None:
@@ -116,7 +116,8 @@ def cmd_gallery(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The library's commands: fit-pca, generate-dataset (the service engine), gallery."""
-    fit = sub.add_parser("fit-pca", help="fit an encoder's PCA foreground basis and store it")
+    fit = sub.add_parser("fit-pca", help="fit (or import) an encoder's PCA foreground basis and publish it as the "
+                         "default version: the operator's, read-only to tenants, used by those without their own")
     fit.add_argument("--encoder", choices=["generator", "scorer"], required=True)
     fit.add_argument("--images", help="folder (recursive), .txt list, or fsspec URL")
     fit.add_argument("--num", type=int, default=10_000, help="images to sample (official: 10,000)")

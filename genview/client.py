@@ -80,7 +80,7 @@ class ServiceClient:
         return InputRef.model_validate(self.request("POST", "/inputs", files={"image": ("image", image)}).json()).key
 
     def basis(self) -> BasisInfo:
-        """The PCA basis the service keys requests on now ('per-image' when none is fitted)."""
+        """This caller's current PCA basis version ('per-image' when there is none) and its versions."""
         return BasisInfo.model_validate(self.request("GET", self.basis_route).json())
 
     def fit_basis(self, num: int, keys: list[str] | None = None, wait_s: float = 3600.0) -> BasisFitResult:
@@ -95,7 +95,7 @@ class ServiceClient:
         return BasisFitResult.model_validate(job["result"])
 
     def wait_for_basis(self, basis_id: str, timeout_s: float = 120.0) -> None:
-        """Block until the service keys requests on `basis_id` (its API re-reads the store every basis_refresh_s)."""
+        """Block until the service resolves this caller's requests to basis version `basis_id`."""
         deadline = time.monotonic() + timeout_s
         while self.basis().basis_id != basis_id:
             if time.monotonic() > deadline:

@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from genview.basis import save_basis
+from genview.basis import BasisStore
 from genview.image_files import read_bytes
 from genview.images import MAX_PIXELS, load_rgb
 from genview.method.defaults import FG_FRACTION
 from genview.method.pca import PCABasis, PCAFitter, basis_from_official
 from genview.schemas import BasisFitResult, FitBasisJob
-from genview.store import ObjectStore
+from genview.store import ObjectStore, basis_key, input_key, owned_inputs_prefix
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,25 @@ def sample_paths(paths: Sequence[str], num: int, seed: int = 0) -> list[str]:
     return paths if len(paths) <= num else random.Random(seed).sample(paths, num)
 
 
+class TooFewImages(ValueError):
+    """A fit would use fewer usable images than the configured minimum (`GENVIEW_MIN_FIT_IMAGES`)."""
+
+
+def too_few_images(count: int, min_images: int) -> TooFewImages:
+    return TooFewImages(f"too_few_images: a basis fit needs at least {min_images} usable images "
+                        f"(GENVIEW_MIN_FIT_IMAGES), {count} available")
+
+
 def fit_on_batches(batches: Iterable[list], encode_tokens: Callable[[list], torch.Tensor], dim: int, grid: int,
-                   fg_fraction: float = FG_FRACTION) -> tuple[PCABasis, int]:
-    """Stream image batches through `encode_tokens` (→ [B, grid², dim]) into one PCA fit; (basis, images)."""
+                   fg_fraction: float = FG_FRACTION, min_images: int = 1) -> tuple[PCABasis, int]:
+    """Stream image batches through `encode_tokens` (→ [B, grid², dim]) into one PCA fit; (basis, images).
+    TooFewImages when fewer than `min_images` images came through."""
     fitter = PCAFitter(dim, grid)
     for images in batches:
         if images:
             fitter.update(encode_tokens(images))
+    if fitter.num_images < min_images:
+        raise too_few_images(fitter.num_images, min_images)
     return fitter.fit(fg_fraction), fitter.num_images
 
 
@@ -73,15 +85,27 @@ def decode_image(data: bytes, max_pixels: int) -> list:
     return [load_rgb(data, max_pixels)]
 
 
+def candidate_inputs(store: ObjectStore, tenant: str | None) -> list[str]:
+    """The input keys a fit of `tenant` may sample: its own uploads (None: every input, an open service)."""
+    if tenant is None:
+        return store.list("inputs")
+    return [input_key(key.rsplit("/", 1)[1]) for key in store.list(owned_inputs_prefix(tenant))]
+
+
+def fit_inputs(job: FitBasisJob, store: ObjectStore) -> list[str]:
+    """The input keys a fit job uses: its keys, or a seeded sample of `num` of its tenant's inputs."""
+    return job.keys if job.keys is not None else sample_paths(candidate_inputs(store, job.tenant), job.num)
+
+
 def run_fit_job(job: FitBasisJob, store: ObjectStore, encoder: TokenEncoder, fg_fraction: float = FG_FRACTION,
                 max_pixels: int = MAX_PIXELS, batch_size: int = 16,
                 decode: Callable[[bytes, int], list] = decode_image) -> BasisFitResult:
-    """A `fit-basis` queue job: fit on the given input keys (or a seeded sample of `num` stored inputs), save it.
+    """A `fit-basis` queue job: fit on its inputs (`fit_inputs`), save the basis as a new version of its owner.
 
     Inputs that `decode` cannot read are skipped (the store's `inputs/` may hold other kinds of bodies);
-    ValueError when none is readable.
+    TooFewImages when fewer than `job.min_images` are readable.
     """
-    keys = job.keys if job.keys is not None else sample_paths(store.list("inputs"), job.num)
+    keys = fit_inputs(job, store)
 
     def batches():
         images: list = []
@@ -95,10 +119,10 @@ def run_fit_job(job: FitBasisJob, store: ObjectStore, encoder: TokenEncoder, fg_
                 images = []
         yield images
 
-    basis, count = fit_on_batches(batches(), encoder.tokens, encoder.dim, encoder.grid, fg_fraction)
-    key = save_basis(store, encoder.encoder_id, basis)
-    return BasisFitResult(encoder_id=encoder.encoder_id, basis_id=basis.fingerprint, key=key, images=count,
-                          threshold=basis.threshold)
+    basis, count = fit_on_batches(batches(), encoder.tokens, encoder.dim, encoder.grid, fg_fraction, job.min_images)
+    basis_id = BasisStore(store, encoder.encoder_id).save(basis, job.owner, images=count)
+    return BasisFitResult(encoder_id=encoder.encoder_id, basis_id=basis_id, key=basis_key(encoder.encoder_id, basis_id),
+                          images=count, threshold=basis.threshold)
 
 
 def import_official(vectors: str, mean: str, threshold: float) -> PCABasis:

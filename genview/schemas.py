@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter, ValidationError,
-                      WithJsonSchema, model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictInt, TypeAdapter,
+                      ValidationError, WithJsonSchema, model_validator)
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
 from genview.queue.base import DONE, Job
-from genview.store import params_hash
+from genview.store import DEFAULT_OWNER, params_hash
 
 FgBasis = Literal["fitted", "per-image"]
 JobStatus = str  # queued | running | done | failed (genview.queue)
@@ -46,7 +46,8 @@ class GenerationParams(BaseModel):
 
     model: str
     noise_policy: NoisePolicyField
-    basis: str = Field(description="PCA basis fingerprint, or 'per-image'")
+    basis: str | None = Field(None, description="id of the PCA basis version the request resolved at submit time "
+                              "(adaptive policies only); None for a policy that uses no fitted basis")
     num_views: int = 1
     seed: int = 0
     steps: int = 20
@@ -69,7 +70,7 @@ class ViewRecord(BaseModel):
 
     fg_ratio: float = Field(description="foreground proportion p (Eq. 7)")
     fg_basis: FgBasis = Field(description="'fitted' (global PCA basis) or 'per-image' (the image's own PCA)")
-    basis_id: str
+    basis_id: str | None = Field(None, description="the basis version used, null when none was (fg_basis per-image)")
     noise_level: int = Field(description="the chosen embedding noise level l (Eq. 8 for the adaptive policy)")
 
 
@@ -97,6 +98,7 @@ class GenerateJob(BaseModel):
     kind: Literal[GENERATE] = GENERATE
     sha: str = Field(pattern=r"^[0-9a-f]{64}$")
     params: GenerationParams
+    tenant: str | None = Field(None, description="who submitted it (only they see or cancel it)")
 
 
 class ScoreJob(BaseModel):
@@ -104,24 +106,31 @@ class ScoreJob(BaseModel):
 
     kind: Literal[SCORE] = SCORE
     body: str = Field(description="id of the transient pairs body (`score_body_key`)")
-    cache: bool = Field(description="single pairs: keep the answer under `score_key(body, phash)`")
+    cache: bool = Field(description="single pairs: keep the answer under `score_key(tenant, body, phash)`")
     phash: str
-    basis: str
+    basis: str | None = Field(description="id of the basis version resolved at submit time; None: per-image, by name")
     tenant: str
 
 
-class FitBasisRequest(BaseModel):
-    """`POST /basis/fit`: fit on `num` stored inputs or the given input keys."""
+MAX_FIT_IMAGES = 1_000_000
 
-    num: int = Field(1000, ge=1)
-    keys: list[str] | None = None
+
+class FitBasisRequest(BaseModel):
+    """`POST /basis/fit`: fit on `num` of the tenant's stored inputs or on the given input keys (its own)."""
+
+    num: StrictInt = Field(1000, ge=1, le=MAX_FIT_IMAGES, description="how many of your inputs to sample")
+    keys: list[str] | None = Field(None, min_length=1, max_length=MAX_FIT_IMAGES,
+                                   description="fit on exactly these inputs (`inputs/<sha256>`) instead")
 
 
 class FitBasisJob(FitBasisRequest):
-    """Queue payload of a basis fit."""
+    """Queue payload of a basis fit: whose inputs it samples (`tenant`; None: every input, an open service),
+    whose basis version it becomes (`owner`), and the fewest usable images it accepts."""
 
     kind: Literal[FIT_BASIS] = FIT_BASIS
     tenant: str | None = None
+    owner: str = Field(DEFAULT_OWNER, description="the basis owner: a tenant, or the operator's default")
+    min_images: int = Field(1, ge=1)
 
 
 JobPayload = Annotated[GenerateJob | ScoreJob | FitBasisJob, Field(discriminator="kind")]
@@ -202,7 +211,7 @@ class PairScores(BaseModel):
     s_b: list[float]
     q: list[float]
     fg_basis: FgBasis
-    basis_id: str
+    basis_id: str | None = Field(None, description="the basis version used, null for per-image scores")
 
 
 class ScoreResult(BaseModel):
@@ -212,7 +221,7 @@ class ScoreResult(BaseModel):
     s_b: float
     q: float
     fg_basis: FgBasis
-    basis_id: str
+    basis_id: str | None = Field(None, description="the basis version used, null for per-image scores")
     cached: bool = False
     model: str | None = MODEL_FIELD
 
@@ -243,11 +252,32 @@ class ManifestRow(BaseModel):
     q: float | list[float] | None = None
 
 
+class BasisVersion(BaseModel):
+    """One immutable PCA basis version: its id (a content fingerprint), how it was made, when."""
+
+    basis_id: str
+    images: int = Field(0, description="images it was fitted on (0: imported with a given threshold)")
+    threshold: float
+    created: float = Field(description="Unix seconds")
+
+
 class BasisInfo(BaseModel):
-    """`GET /basis`: the PCA basis requests are keyed on now."""
+    """`GET /basis`: the basis version the caller's requests resolve to now, and the caller's versions."""
 
     encoder_id: str
-    basis_id: str = Field(description="fingerprint of the fitted basis, or 'per-image' when none is fitted")
+    basis_id: str = Field(description="the current basis version (yours, else the operator's default), or "
+                          "'per-image' when there is none")
+    source: Literal["own", "default"] | None = Field(None, description="whose version is current: yours or the "
+                                                     "operator's read-only default (null: none)")
+    default_id: str | None = Field(None, description="the operator's published default version, if any")
+    versions: list[BasisVersion] = Field([], description="your versions, oldest first (any of them, or the default, "
+                                         "can be pinned with `PUT …/basis/current`)")
+
+
+class PinBasisRequest(BaseModel):
+    """`PUT /basis/current`: make one of your versions (or the operator's default) your current basis."""
+
+    basis_id: str = Field(pattern=r"^[0-9a-f]{16}$")
 
 
 class BasisFitResult(BaseModel):
@@ -262,6 +292,8 @@ class BasisFitResult(BaseModel):
 
 class FitJobDocument(JobDocument[BasisFitResult]):
     """`POST /basis/fit` and `GET /basis/jobs/{id}` (and the scorer's): a basis fit's status, its result once done."""
+
+    images: int | None = Field(None, description="at submit: how many inputs the fit will use (at most)")
 
 
 class InputRef(BaseModel):

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from genview.basis import BasisRequired
+from genview.basis import BASIS_HINT, BasisRequired
 from genview.method.pca import PCABasis, per_image_projections
 from genview.method.quality import PairQuality, score_pairs
 from genview.models.scorer_encoder import ScorerEncoder
-
-SCORER_BASIS_HINT = ("run `genview fit-pca --encoder scorer` (or --import-official), or POST /score/basis/fit, "
-                     "or ask for the per-image estimate by name")
-
 
 class PairScorer:
     """Scores (original, view) pairs with a frozen encoder and the encoder's global PCA basis.
@@ -33,7 +29,7 @@ class PairScorer:
     def score(self, pairs: torch.Tensor, basis: PCABasis | None, per_image: bool = False) -> PairQuality:
         """s_f, s_b, q of uint8 pairs [N, 2, H, W, 3] (originals and views encoded in shared forward passes)."""
         if basis is None and not per_image:
-            raise BasisRequired(f"scoring needs the scorer's fitted PCA basis: {SCORER_BASIS_HINT}")
+            raise BasisRequired(BASIS_HINT)
         parts = []
         for chunk in pairs.split(max(1, self.max_batch // 2)):
             features = self.encoder.features(chunk.flatten(0, 1)).unflatten(0, (chunk.shape[0], 2))

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     max_score_side: int = Field(512, ge=16, description="largest image side in /score/batch")
     score_timeout_s: float = Field(120.0, gt=0, description="how long /score waits before answering 202")
 
-    basis_refresh_s: float = Field(10.0, ge=0, description="how often services re-read the PCA basis")
+    min_fit_images: int = Field(16, ge=1, description="fewest usable images a PCA basis fit accepts")
     fg_fraction: float = Field(FG_FRACTION, gt=0, lt=1, description="foreground share of tokens for PCA threshold")
     view_format: Literal["png", "webp", "jpeg"] = Field("png", description="encoding of stored views")
     view_quality: int = Field(95, ge=1, le=100, description="quality of webp/jpeg views")

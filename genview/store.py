@@ -137,19 +137,38 @@ def owned_inputs_prefix(tenant: str) -> str:
     return f"tenants/{tenant}/inputs"
 
 
-def pca_key(encoder_id: str) -> str:
-    """Key of the PCA basis of an encoder."""
-    return validate_key(f"pca/{encoder_id}.safetensors")
+DEFAULT_OWNER = "default"  # owner of the operator's basis versions (tenant ids are hex digests or "public")
 
 
-def score_body_key(pair_sha: str) -> str:
-    """Key of a scoring job's pairs body: transient (the worker deletes it once scored), never under `inputs/`."""
-    return validate_key(f"score-bodies/{pair_sha}")
+def basis_key(encoder_id: str, basis_id: str) -> str:
+    """Key of one immutable PCA basis version of an encoder, named by its content (its fingerprint)."""
+    return validate_key(f"bases/{encoder_id}/{basis_id}.safetensors")
 
 
-def score_key(pair_sha: str, phash: str) -> str:
-    """Key of the scores of an (original, view) pair under parameters `phash`."""
-    return validate_key(f"scores/{pair_sha}/{phash}.json")
+def basis_versions_prefix(owner: str, encoder_id: str) -> str:
+    """The prefix below which `basis_version_key` records of `owner` live."""
+    return f"tenants/{owner}/bases/{encoder_id}"
+
+
+def basis_version_key(owner: str, encoder_id: str, basis_id: str) -> str:
+    """Key of the record that `owner` (a tenant, or the operator's default) fitted or imported a basis version."""
+    return validate_key(f"{basis_versions_prefix(owner, encoder_id)}/{basis_id}.json")
+
+
+def current_basis_key(owner: str, encoder_id: str) -> str:
+    """Key of the pointer naming `owner`'s current basis version of an encoder (the one mutable basis object)."""
+    return validate_key(f"tenants/{owner}/current-basis/{encoder_id}.json")
+
+
+def score_body_key(tenant: str, pair_sha: str) -> str:
+    """Key of a tenant's scoring job's pairs body: transient (the worker deletes it once scored), never under
+    `inputs/`; per tenant, so one tenant's finished job never removes the body another's still needs."""
+    return validate_key(f"score-bodies/{tenant}/{pair_sha}")
+
+
+def score_key(tenant: str, pair_sha: str, phash: str) -> str:
+    """Key of `tenant`'s scores of an (original, view) pair under parameters `phash` (no tenant sees another's)."""
+    return validate_key(f"scores/{tenant}/{pair_sha}/{phash}.json")
 
 
 def _overlap(fn, keys) -> dict[str, Future]:

@@ -27,10 +27,10 @@ QUIET_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
 USAGE, FAILED = 2, 1  # exit codes
 # The GENVIEW_* settings each service command reads (`serve` reads them all), listed in its --help.
 QUEUE_AND_STORE = ("redis_url", "store_url", "s3_endpoint_url", "job_ttl_s", "visibility_timeout_s", "max_deliveries",
-                   "retry_backoff_s", "basis_refresh_s", "max_pixels", "debug")
+                   "retry_backoff_s", "max_pixels", "debug")
 READS = {
     "api": QUEUE_AND_STORE + ("port", "api_keys", "metrics_key", "public_base_url", "max_queue_depth", "access_log",
-                              "max_upload_bytes", "max_wait_s"),
+                              "max_upload_bytes", "max_wait_s", "min_fit_images"),
     "worker": QUEUE_AND_STORE + ("device", "model_cache", "max_batch_size", "max_batch_wait_ms", "heartbeat_file",
                                  "worker_metrics_port", "fg_fraction"),
     "generator": ("model",),

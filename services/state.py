@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from genview.basis import BasisCache
+from genview.basis import BasisStore
 from genview.queue import JobQueue
 from genview.settings import Settings
 from genview.store import ObjectStore
@@ -25,14 +25,14 @@ class ServiceState:
     queue: JobQueue
     store: ObjectStore
     metrics: ServiceMetrics
-    encoder_id: str  # whose PCA basis the service keys its answers on
-    bases: BasisCache = field(init=False)
+    encoder_id: str  # whose PCA basis versions the service resolves requests to
+    bases: BasisStore = field(init=False)
     owners: Ownership = field(init=False)
     urls: Urls = field(init=False)
     waiter: JobWaiter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.bases = BasisCache(self.store, self.encoder_id, self.settings.basis_refresh_s)
+        self.bases = BasisStore(self.store, self.encoder_id)
         self.owners = Ownership(self.store)
         self.urls = Urls(self.settings)
         self.waiter = JobWaiter(self.queue, self.settings)

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import re
 
+from genview.basis import DEFAULT_OWNER
 from genview.queue import Job
 from genview.store import ObjectNotFound, ObjectStore, owned_inputs_prefix, owner_key
 from services.auth import PUBLIC, current_tenant
 
 SHA_IN_KEY = re.compile(r"^(?:inputs|views)/([0-9a-f]{64})(?:/|$)")
+
+
+def basis_owner(tenant: str) -> str:
+    """Whose basis versions a tenant uses and fits: its own; an open service's one tenant owns the default."""
+    return DEFAULT_OWNER if tenant == PUBLIC else tenant
+
+
+def inputs_scope(tenant: str) -> str | None:
+    """Whose inputs a tenant's basis fit samples: its own (None: every input, an open service)."""
+    return None if tenant == PUBLIC else tenant
 
 
 class Ownership:
@@ -37,13 +48,10 @@ class Ownership:
         return match is None or self.owns(tenant, match.group(1))
 
     def may_see_job(self, tenant: str, job: Job) -> bool:
-        """A job that names its tenant belongs to it; a generation job to its input's owners."""
+        """A job belongs to the tenant that submitted it (never to others who uploaded the same bytes)."""
         if tenant == PUBLIC:
             return True
-        if "tenant" in job.payload:
-            return job.payload["tenant"] == tenant
-        sha = job.payload.get("sha")
-        return isinstance(sha, str) and self.owns(tenant, sha)
+        return job.payload.get("tenant") == tenant
 
 
 class TenantScopedStore:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from genview.basis import BasisCache, StaleBasis
+from genview.basis import BasisRequired, UnknownBasis
+from genview.pca_fit import TooFewImages
 from genview.queue import Delivery, JobQueue
 from genview.schemas import InvalidPayload, JobPayload, parse_payload
 from genview.settings import Settings
@@ -31,20 +32,22 @@ def typed_payloads(queue: JobQueue, deliveries: list[Delivery]) -> list[tuple[De
     return typed
 
 
+PERMANENT = (UnknownBasis, BasisRequired, TooFewImages)  # failures a retry cannot fix
+
+
 def fail_job(queue: JobQueue, delivery: Delivery, error: str, exc: Exception) -> bool:
-    """Fail a job with `error: <exception>`; for good when retrying cannot help (a replaced basis)."""
-    return queue.fail(delivery, f"{error}: {type(exc).__name__}: {exc}", permanent=isinstance(exc, StaleBasis))
+    """Fail a job with `error: <exception>`; for good when retrying cannot help (`PERMANENT`)."""
+    return queue.fail(delivery, f"{error}: {type(exc).__name__}: {exc}", permanent=isinstance(exc, PERMANENT))
 
 
-def finish_fit_job(queue: JobQueue, delivery: Delivery, bases: BasisCache, fit: Callable[[], BaseModel]) -> None:
-    """Run a `fit-basis` job's `fit()`, re-read the new basis and complete the job (or fail it with the error)."""
+def finish_fit_job(queue: JobQueue, delivery: Delivery, fit: Callable[[], BaseModel]) -> None:
+    """Run a `fit-basis` job's `fit()` and complete the job with its result (or fail it with the error)."""
     try:
         result = fit()
     except Exception as exc:
         log.exception("basis fit %s failed", delivery.job_id)
-        queue.fail(delivery, f"basis fit failed: {type(exc).__name__}: {exc}")
+        fail_job(queue, delivery, "basis fit failed", exc)
         return
-    bases.current(refresh=True)
     queue.complete(delivery, result.model_dump())
 
 

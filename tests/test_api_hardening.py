@@ -51,7 +51,7 @@ def _finish(store: ObjectStore, sha: str, job_payload: dict) -> GenerationResult
     view, fg = view_key(sha, params.hash, 0), fg_map_key(sha, params.hash)
     for key in (view, fg):
         store.put(key, png_bytes(8, 8))
-    result = GenerationResult(fg_ratio=0.5, fg_basis="per-image", basis_id="per-image", noise_level=200,
+    result = GenerationResult(fg_ratio=0.5, fg_basis="per-image", basis_id=None, noise_level=200,
                               noise_policy=params.noise_policy, seed=0, size=32, views=[ViewRef(key=view)], fg_map=fg)
     store.put(view_meta_key(sha, params.hash), result.model_dump_json().encode())
     return result
@@ -169,20 +169,25 @@ def test_cancel_a_queued_job_and_list_dead_letters(tmp_path):
 
 
 def test_adaptive_without_a_basis_is_409_and_says_how_to_fit_one(tmp_path):
-    client = TestClient(generator_app(_settings(tmp_path), MemoryJobQueue("a"),
+    client = TestClient(generator_app(_settings(tmp_path, min_fit_images=1), MemoryJobQueue("a"),
                                       ObjectStore(f"file://{tmp_path}/store")))
     r = _post(client, headers={}, noise_level="auto")
     assert r.status_code == 409 and r.json()["error"] == "basis_required"
     assert "POST /basis/fit" in r.json()["detail"] and "auto:per-image" in r.json()["detail"]
+    empty = client.post("/basis/fit", json={"num": 4, "keys": None})  # nothing stored to fit on
+    assert empty.status_code == 422 and empty.json()["error"] == "too_few_images", empty.text
+    client.post("/inputs", files={"image": ("x.png", png_bytes(seed=3), "image/png")})
     fit = client.post("/basis/fit", json={"num": 4, "keys": None})
-    assert fit.status_code == 202 and client.get(fit.headers["location"]).json()["status"] == "queued"
+    assert fit.status_code == 202 and fit.json()["images"] == 1
+    assert client.get(fit.headers["location"]).json()["status"] == "queued"
     assert client.post("/basis/fit", json={"num": 4, "keys": ["inputs/" + "0" * 64]}).status_code == 404
     assert client.get("/basis").json()["basis_id"] == "per-image"
 
 
 @pytest.mark.parametrize("app", ["generator", "scorer"])
 def test_post_inputs_stores_an_image_for_its_tenant_and_basis_fits_name_it(tmp_path, app):
-    settings, store = _settings(tmp_path, api_keys="key-a,key-b"), ObjectStore(f"file://{tmp_path}/store")
+    settings = _settings(tmp_path, api_keys="key-a,key-b", min_fit_images=1)
+    store = ObjectStore(f"file://{tmp_path}/store")
     factory, fit = (generator_app, "/basis/fit") if app == "generator" else (scorer_app, "/score/basis/fit")
     client = TestClient(factory(settings, MemoryJobQueue(app), store))
     image = png_bytes(seed=11)
@@ -216,7 +221,8 @@ def test_image_library_failures_are_4xx_json_on_both_apis(tmp_path, name, data):
     gen_client = TestClient(generator_app(_settings(tmp_path), MemoryJobQueue("i"), store))
     score_client = TestClient(scorer_app(_settings(tmp_path), MemoryJobQueue("s"), store))
     for r in (_post(gen_client, data, headers={}),
-              score_client.post("/score", files={"original": ("o", data), "view": ("v", png_bytes())})):
+              score_client.post("/score", files={"original": ("o", data), "view": ("v", png_bytes())},
+                                params={"basis": "per-image"})):
         assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/json", (name, r.text)
         assert set(r.json()) == {"error", "detail"}
 
@@ -246,7 +252,7 @@ def own_redis(tmp_path):
 
 def test_queue_outage_is_503_with_retry_after_on_every_queue_route(tmp_path, own_redis):
     proc, url = own_redis
-    settings = _settings(tmp_path, redis_url=url)
+    settings = _settings(tmp_path, redis_url=url, min_fit_images=1)
     store = ObjectStore(settings.store_url)
     gen_client = TestClient(generator_app(settings, RedisJobQueue(url, "generate"), store))
     score_client = TestClient(scorer_app(settings, RedisJobQueue(url, "score"), store))
@@ -256,7 +262,8 @@ def test_queue_outage_is_503_with_retry_after_on_every_queue_route(tmp_path, own
     answers = [_post(gen_client, png_bytes(seed=5), headers={}), gen_client.get(f"/jobs/{job_id}"),
                gen_client.delete(f"/jobs/{job_id}"), gen_client.get("/jobs?status=failed"),
                gen_client.post("/basis/fit", json={"num": 2}),
-               score_client.post("/score", files={"original": ("o", png_bytes()), "view": ("v", png_bytes(seed=1))}),
+               score_client.post("/score", files={"original": ("o", png_bytes()), "view": ("v", png_bytes(seed=1))},
+                                 params={"basis": "per-image"}),
                score_client.get(f"/score/jobs/{job_id}")]
     for r in answers:
         assert r.status_code == 503 and r.json()["error"] == "queue_unavailable", r.text
@@ -269,11 +276,12 @@ def test_scoring_jobs_belong_to_their_tenant(tmp_path):
     settings = _settings(tmp_path, api_keys="key-a,key-b", score_timeout_s=0.05)
     client = TestClient(scorer_app(settings, MemoryJobQueue("t"), ObjectStore(settings.store_url)))
     files = {"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", png_bytes(seed=2))}
-    r = client.post("/score", files=files, headers=A)
+    r = client.post("/score", files=files, headers=A, params={"basis": "per-image"})
     assert r.status_code == 202
     assert client.get(r.headers["location"], headers=A).json()["status"] == "queued"
     assert client.get(r.headers["location"], headers=B).status_code == 404
-    assert client.post("/score", files=files, headers=B).json()["job_id"] != r.json()["job_id"]
+    again = client.post("/score", files=files, headers=B, params={"basis": "per-image"})
+    assert again.json()["job_id"] != r.json()["job_id"]
 
 
 def test_wait_true_is_woken_when_the_job_finishes(tmp_path):

@@ -387,7 +387,7 @@ def test_compose_services_round_trip_as_local_processes(compose, fresh_redis_url
         assert view.status_code == 200 and view.content[:8] == b"\x89PNG\r\n\x1a\n"
 
         s = httpx.post(f"{bases['scorer-api']}/score", files={"original": ("o.png", image), "view": ("v.png", view.content)},
-                       timeout=120)
+                       params={"basis": "per-image"}, timeout=120)
         assert s.status_code == 200, (s.text, procs["scorer-worker"].tail())
         assert set(s.json()) >= {"s_f", "s_b", "q"} and -2 <= s.json()["q"] <= 2
 

@@ -31,7 +31,7 @@ def generator(redis_url, model_cache, tmp_path_factory):
     module_redis = redis_url.rsplit("/", 1)[0] + "/3"
     redis.Redis.from_url(module_redis).flushdb()
     env = service_env(model="tiny", device="cpu", model_cache=model_cache, redis_url=module_redis,
-                      store_url=f"file://{tmp_path / 'store'}", basis_refresh_s="0.2", max_batch_size="4")
+                      store_url=f"file://{tmp_path / 'store'}", min_fit_images="1", max_batch_size="4")
     procs = [start_worker("generator-worker", env, tmp_path, "-1"), start_worker("generator-worker", env, tmp_path, "-2")]
     api, url = start_api("generator-api", env, tmp_path)
     yield {"url": url, "env": env, "store": ObjectStore(env["GENVIEW_STORE_URL"])}
@@ -74,7 +74,7 @@ def test_generate_dataset_resume_export_and_levels(generator, images, tmp_path):
     _run(generator, "--images", str(images), "--manifest", str(manifest), "--export-official", str(official),
          "--fit-num", "6")
     basis = httpx.get(f"{generator['url']}/basis").json()["basis_id"]  # fitted by a worker (POST /basis/fit)
-    assert basis != "per-image" and generator["store"].exists("pca/generator-tiny.safetensors")
+    assert basis != "per-image" and generator["store"].exists(f"bases/generator-tiny/{basis}.safetensors")
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     relative = sorted(str(p.relative_to(images)) for p in images.rglob("*.png"))
     assert sorted(r["path"] for r in rows) == relative

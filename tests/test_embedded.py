@@ -20,7 +20,7 @@ def test_serve_with_tiny_presets_generates_and_scores(model_cache, tmp_path):
         view = httpx.get(base + r.json()["views"][0]["url"])
         assert view.status_code == 200
         s = httpx.post(f"{base}/score", files={"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", view.content)},
-                       timeout=60)
+                       params={"basis": "per-image"}, timeout=60)
         assert s.status_code == 200 and set(s.json()) >= {"s_f", "s_b", "q"}, s.text
         assert -2 <= s.json()["q"] <= 2
         assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
@@ -57,7 +57,7 @@ def test_missing_bases_are_fitted_through_both_apis_with_api_keys(model_cache, t
 
     images = image_folder(tmp_path / "images", per_class=3)
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
-                      store_url=f"file://{tmp_path / 'data'}", api_keys="key-a,key-b", basis_refresh_s="0.2")
+                      store_url=f"file://{tmp_path / 'data'}", api_keys="key-a,key-b", min_fit_images="1")
     proc, base = start_api("serve", env, tmp_path)
     try:
         with pytest.raises(SourceNotReady, match="no fitted PCA basis: fit one"):
@@ -70,7 +70,11 @@ def test_missing_bases_are_fitted_through_both_apis_with_api_keys(model_cache, t
         generator = GeneratorClient(base, api_key="key-b")
         assert ensure_basis(generator, str(images), 4).images == 4  # generate-dataset's fit, as tenant B
         assert ensure_basis(generator, str(images), 4) is None
-        for route in ("/basis", "/score/basis"):
-            assert httpx.get(base + route, headers={"X-API-Key": "key-a"}).json()["basis_id"] != "per-image", route
+        def current(route: str, key: str) -> str:
+            return httpx.get(base + route, headers={"X-API-Key": key}).json()["basis_id"]
+
+        # each tenant's fit is its own: A has a scorer basis, B a generator basis, neither the other's
+        assert current("/score/basis", "key-a") != "per-image" and current("/basis", "key-b") != "per-image"
+        assert current("/basis", "key-a") == "per-image" and current("/score/basis", "key-b") == "per-image"
     finally:
         proc.stop()

@@ -27,7 +27,7 @@ def served(model_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("examples")
     images = image_folder(root / "images", per_class=4, seed=300)
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
-                      store_url=f"file://{root / 'store'}")
+                      store_url=f"file://{root / 'store'}", min_fit_images="8")  # 8 images: below the default 16
     proc, base = start_api("serve", env, root)
     yield images, base
     proc.stop()

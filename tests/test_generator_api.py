@@ -10,7 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from genview.basis import BasisCache
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.images import load_rgb
 from genview.method.foreground import foreground_proportion
 from genview.method.noise import adaptive_noise_level
@@ -113,7 +113,7 @@ def test_fit_pca_basis_is_used_for_adaptive_levels(embedded, generator, model_ca
                           env=service_env(model="tiny", device="cpu", model_cache=model_cache,
                                           store_url=settings.store_url), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    basis = BasisCache(store, "generator-tiny").current()
+    basis = BasisStore(store, "generator-tiny").current(DEFAULT_OWNER)
     assert basis is not None and basis.fingerprint in done.stdout
     job_id = _submit(client, seed=99, noise_level="auto")
     drain()

@@ -151,7 +151,7 @@ def test_always_failing_job_ends_failed_with_its_error(cluster, fresh_redis_url)
     queue = RedisJobQueue(fresh_redis_url, "generate")
     missing = sha256_hex(b"never uploaded")
     job_id, _ = queue.submit(to_queue(GenerateJob(sha=missing, params=GenerationParams(
-        model="tiny", noise_policy="adaptive:per-image", basis="per-image"))))
+        model="tiny", noise_policy="adaptive:per-image"))))
     doc = _wait_all(base, [job_id], timeout=120)[job_id]
     assert doc["status"] == "failed"
     assert f"for input {missing}" in doc["error"] and "ObjectNotFound" in doc["error"]

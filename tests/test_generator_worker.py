@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from prometheus_client import generate_latest
 
-from genview.basis import BasisCache
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.models.unclip import UnclipGenerator
 from genview.queue import MemoryJobQueue
 from genview.schemas import BasisFitResult, FitBasisJob, GenerateJob, GenerationParams, GenerationResult, to_queue
@@ -24,12 +24,12 @@ def generator(model_cache):
 
 def _worker(generator, tmp_path, name: str, encoding: ViewEncoding | None = None, **settings) -> GeneratorWorker:
     config = Settings(model="tiny", device="cpu", store_url=f"file://{tmp_path / name}", max_batch_size=2,
-                      basis_refresh_s=0, **settings)
+                      **settings)
     queue = MemoryJobQueue("generate", max_deliveries=config.max_deliveries)
     return GeneratorWorker(config, generator, queue, ObjectStore(config.store_url), encoding)
 
 
-def _submit(worker: GeneratorWorker, seeds: range, noise: str = "auto:per-image", basis: str = "per-image") -> list:
+def _submit(worker: GeneratorWorker, seeds: range, noise: str = "auto:per-image", basis: str | None = None) -> list:
     ids = []
     for seed in seeds:
         data = png_bytes(48, 40, seed=seed)
@@ -94,29 +94,51 @@ def test_a_shut_down_pool_still_completes_every_delivery(generator, tmp_path):
 
 def test_adaptive_job_without_basis_fails_and_a_fit_job_makes_it_work(generator, tmp_path):
     worker = _worker(generator, tmp_path, "fit", encode_threads=0, max_deliveries=1)
-    [refused] = _submit(worker, range(1), noise="adaptive", basis="per-image")
+    [refused] = _submit(worker, range(1), noise="adaptive", basis=None)
     _drain(worker)
     assert worker.queue.get(refused).status == "failed" and "fit-pca" in worker.queue.get(refused).error
     _submit(worker, range(1, 4))  # more stored inputs to fit on
-    fit_id, _ = worker.queue.submit(to_queue(FitBasisJob(num=10, tenant="t")))
+    fit_id, _ = worker.queue.submit(to_queue(FitBasisJob(num=10)))
     _drain(worker)
     fit = worker.queue.get(fit_id)
     assert fit.status == "done", fit.error
     result = BasisFitResult.model_validate(fit.result)
-    basis = BasisCache(worker.store, generator.encoder_id).current()
-    assert result.images == 4 and result.basis_id == basis.fingerprint and result.key == "pca/generator-tiny.safetensors"
+    basis = BasisStore(worker.store, generator.encoder_id).current(DEFAULT_OWNER)
+    assert result.images == 4 and result.basis_id == basis.fingerprint
+    assert result.key == f"bases/generator-tiny/{basis.fingerprint}.safetensors"
     [ok] = _submit(worker, range(9, 10), noise="adaptive", basis=basis.fingerprint)
     _drain(worker)
     done = GenerationResult.model_validate(worker.queue.get(ok).result)
     assert done.fg_basis == "fitted" and done.basis_id == basis.fingerprint
 
 
-def test_a_job_keyed_on_a_replaced_basis_fails_for_good_at_once(generator, tmp_path):
-    worker = _worker(generator, tmp_path, "stale", encode_threads=0, max_deliveries=3)
-    [stale] = _submit(worker, range(1), noise="adaptive", basis="0" * 16)  # a basis that is not (or no longer) there
+def test_a_job_keyed_on_a_basis_that_is_not_stored_fails_for_good_at_once(generator, tmp_path):
+    worker = _worker(generator, tmp_path, "unknown", encode_threads=0, max_deliveries=3)
+    [lost] = _submit(worker, range(1), noise="adaptive", basis="0" * 16)  # no such version was ever saved
     _drain(worker)
-    job = worker.queue.get(stale)
-    assert (job.status, job.deliveries) == ("failed", 1) and "stale_basis" in job.error, job.error
+    job = worker.queue.get(lost)
+    assert (job.status, job.deliveries) == ("failed", 1) and "UnknownBasis" in job.error, job.error
+
+
+def test_a_refit_or_pin_never_changes_a_job_accepted_on_an_older_version(generator, tmp_path):
+    """Jobs carry the basis id they were accepted with; the worker loads that version, whatever is current."""
+    worker = _worker(generator, tmp_path, "versions", encode_threads=0, max_deliveries=1)
+    _submit(worker, range(4))
+    bases = BasisStore(worker.store, generator.encoder_id)
+    fitted = []
+    for num in (2, 4):  # two versions; the second becomes current
+        fit_id, _ = worker.queue.submit(to_queue(FitBasisJob(num=num)))
+        _drain(worker)
+        fitted.append(BasisFitResult.model_validate(worker.queue.get(fit_id).result).basis_id)
+    assert fitted[0] != fitted[1] and bases.current_id(DEFAULT_OWNER) == fitted[1]
+    [old] = _submit(worker, range(7, 8), noise="adaptive", basis=fitted[0])
+    [constant] = _submit(worker, range(7, 8), noise="constant:100")
+    [per_image] = _submit(worker, range(8, 9))
+    _drain(worker)
+    assert GenerationResult.model_validate(worker.queue.get(old).result).basis_id == fitted[0]
+    for job in (constant, per_image):  # no basis looked at, none reported
+        done = GenerationResult.model_validate(worker.queue.get(job).result)
+        assert (done.basis_id, done.fg_basis) == (None, "per-image")
 
 
 def test_view_format_webp(generator, tmp_path):

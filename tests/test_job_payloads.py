@@ -18,14 +18,14 @@ from services.scorer.pairs import encode_pairs
 from services.scorer.wiring import QUEUE_NAME as SCORE
 
 SHA = "a" * 64
-PARAMS = GenerationParams(model="tiny", noise_policy="auto:per-image", basis="per-image", steps=2, size=32)
+PARAMS = GenerationParams(model="tiny", noise_policy="auto:per-image", steps=2, size=32)
 MALFORMED = {
     "no kind": {"sha": SHA, "params": PARAMS.model_dump(mode="json")},
     "unknown kind": {"kind": "train", "sha": SHA},
     "generate, bad sha": {"kind": "generate", "sha": "not-a-sha", "params": PARAMS.model_dump(mode="json")},
     "generate, bad policy": {"kind": "generate", "sha": SHA, "params": {**PARAMS.model_dump(mode="json"),
                                                                        "noise_policy": "loud"}},
-    "score, no body": {"kind": "score", "cache": False, "phash": "p", "basis": "per-image", "tenant": "t"},
+    "score, no body": {"kind": "score", "cache": False, "phash": "p", "basis": None, "tenant": "t"},
     "fit, num 0": {"kind": "fit-basis", "num": 0},
     "not an object": ["generate"],
 }
@@ -50,8 +50,8 @@ def _valid_job(kind: str, store: ObjectStore) -> dict:
         store.put(input_key(sha256_hex(data)), data)
         return to_queue(GenerateJob(sha=sha256_hex(data), params=PARAMS))
     pairs = torch.from_numpy(np.random.default_rng(0).integers(0, 255, (1, 2, 32, 32, 3), dtype=np.uint8))
-    store.put(score_body_key("body1"), encode_pairs(pairs))
-    return to_queue(ScoreJob(body="body1", cache=False, phash="p", basis="per-image", tenant="t"))
+    store.put(score_body_key("t", "body1"), encode_pairs(pairs))
+    return to_queue(ScoreJob(body="body1", cache=False, phash="p", basis=None, tenant="t"))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from genview.basis import BasisCache
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.method.foreground import foreground_proportion
 from genview.method.pca import basis_from_official
 from genview.models.presets import encoder_id
@@ -51,7 +51,7 @@ def test_cli_imports_without_loading_a_model(tmp_path):
                                       str(tmp_path / "pca_vectors.npy"), "--mean", str(tmp_path / "mean_vectors.npy"),
                                       "--threshold", "-0.5"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    stored = BasisCache(ObjectStore(store_url), encoder_id("scorer", "no-such-model")).current()
+    stored = BasisStore(ObjectStore(store_url), encoder_id("scorer", "no-such-model")).current(DEFAULT_OWNER)
     expected = import_official(str(tmp_path / "pca_vectors.npy"), str(tmp_path / "mean_vectors.npy"), -0.5)
     assert stored is not None and stored.fingerprint == expected.fingerprint and stored.fingerprint in done.stdout
 

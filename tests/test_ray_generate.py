@@ -16,8 +16,8 @@ import webdataset as wds
 
 from genview.batch.shards import FG_MAP, ORIGINAL, RECORD, SHARD_NAME, ShardIndex, ShardOutput, ShardRecord, read_index
 from genview.method.noise import adaptive_noise_level
-from genview.method.pca import PCABasis
-from genview.store import ObjectStore, pca_key
+from genview.basis import DEFAULT_OWNER, BasisStore
+from genview.store import ObjectStore
 from harness.images import png_bytes
 from harness.processes import genview_cmd, service_env, start_api, start_worker
 
@@ -54,7 +54,7 @@ def test_shards_and_index_hold_every_image(generated):
     assert f"{IMAGES} images in 4 shards (4 written now)" in generated["stdout"]
     assert sorted(p.name for p in shards.glob("*.tar")) == [SHARD_NAME.format(i) for i in range(4)]
     store = ObjectStore(generated["env"]["GENVIEW_STORE_URL"])
-    basis = PCABasis.from_bytes(store.get(pca_key("generator-tiny")))  # fitted on an actor, saved to the store
+    basis = BasisStore(store, "generator-tiny").current(DEFAULT_OWNER)  # fitted on an actor, saved to the store
     samples = list(wds.WebDataset(ShardOutput(str(shards)).shard_urls(), shardshuffle=False))
     assert len(samples) == IMAGES
     keys = sorted(str(p.relative_to(images)) for p in images.rglob("*.png"))

@@ -119,7 +119,7 @@ def served(model_cache, tmp_path_factory):
     """The environment of a reader who ran the quickstart: `genview serve` (tiny) and `url` pointing at it."""
     root = tmp_path_factory.mktemp("readme-served")
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
-                      store_url=f"file://{root / 'store'}", basis_refresh_s="0.5")
+                      store_url=f"file://{root / 'store'}", min_fit_images="1")
     proc, base = start_api("serve", env, root)
     yield {**env, "url": base}
     proc.stop()

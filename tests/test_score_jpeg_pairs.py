@@ -37,10 +37,11 @@ def test_jpeg_pairs_become_the_same_uint8_pairs_and_are_smaller(tmp_path):
     client = TestClient(create_app(settings, queue, store))
     files = [_jpeg(i) for i in range(4)]
     body = _body(files)
-    r = client.post("/score/batch", content=body)
+    r = client.post("/score/batch", params={"basis": "per-image"}, content=body)
     assert r.status_code == 202, r.text
     expected = torch.from_numpy(np.stack([np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in files]))
-    stored = decode_pairs(store.get(score_body_key(queue.get(r.json()["job_id"]).payload["body"])))
+    payload = queue.get(r.json()["job_id"]).payload
+    stored = decode_pairs(store.get(score_body_key(payload["tenant"], payload["body"])))
     assert torch.equal(stored, expected.view(2, 2, 64, 64, 3))
     assert len(body) * 5 < len(encode_pairs(expected.view(2, 2, 64, 64, 3)))
 
@@ -52,7 +53,7 @@ def test_bad_jpeg_pairs_get_4xx_json(tmp_path):
     cases = [_body(files, torch.tensor([[1, 2]])), _body([files[0], b"not a jpeg at all"]),
              _body([_jpeg(0, 64), _jpeg(1, 32)])]
     for body in cases:
-        r = client.post("/score/batch", content=body)
+        r = client.post("/score/batch", params={"basis": "per-image"}, content=body)
         assert r.status_code in (400, 422) and set(r.json()) == {"error", "detail"}, r.text
 
 

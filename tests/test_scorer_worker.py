@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genview.basis import BasisCache, BasisRequired
+from genview.basis import DEFAULT_OWNER, BasisRequired, BasisStore
 from genview.method.pca import fit_pca_basis
 from genview.models.scorer_encoder import ScorerEncoder
 from genview.queue import MemoryJobQueue
@@ -44,17 +44,18 @@ def test_fit_job_fits_on_stored_images_and_pair_bodies(scorer):
     for data in (png_bytes(48, 40, seed=1), encode_pairs(_pairs(2, 1)), b"neither"):
         keys.append(input_key(sha256_hex(data)))
         store.put(keys[-1], data)
-    worker = ScorerWorker(scorer, queue, store, basis_refresh_s=0)
+    worker = ScorerWorker(scorer, queue, store)
     job_id, _ = queue.submit(to_queue(FitBasisJob(num=10)))
     worker.handle(queue.claim("t", 1, 0))
     job = queue.get(job_id)
     assert job.status == "done", job.error
     result = BasisFitResult.model_validate(job.result)
     assert result.images == 1 + 4  # one image, two pairs of two crops; the unreadable body is skipped
-    assert BasisCache(store, scorer.encoder.encoder_id).current().fingerprint == result.basis_id
+    assert BasisStore(store, scorer.encoder.encoder_id).current(DEFAULT_OWNER).fingerprint == result.basis_id
     bad_id, _ = queue.submit(to_queue(FitBasisJob(num=1, keys=[keys[2]])))
     worker.handle(queue.claim("t", 1, 0))
-    assert queue.get(bad_id).status == "failed" and "no tokens" in queue.get(bad_id).error
+    bad = queue.get(bad_id)  # nothing usable: fails for good at once, saying why
+    assert (bad.status, bad.deliveries) == ("failed", 1) and "too_few_images" in bad.error, bad.error
 
 
 def test_batch_bodies_are_transient_unhashed_and_never_inputs(scorer, tmp_path):
@@ -62,7 +63,6 @@ def test_batch_bodies_are_transient_unhashed_and_never_inputs(scorer, tmp_path):
     good; nothing of it lands under inputs/ (nor is served by /inputs), and no answer is cached."""
     from fastapi.testclient import TestClient
 
-    from genview.basis import save_basis
     from genview.settings import Settings
     from services.scorer.app import create_app
     from services.scorer.worker import ScorerWorker
@@ -70,16 +70,45 @@ def test_batch_bodies_are_transient_unhashed_and_never_inputs(scorer, tmp_path):
     settings = Settings(model="tiny", scorer_model="tiny", store_url=f"file://{tmp_path}/s", score_timeout_s=0.05)
     queue, store = MemoryJobQueue("transient", max_deliveries=1), ObjectStore(settings.store_url)
     pairs = _pairs(2, 3)
-    save_basis(store, scorer.encoder.encoder_id,
-               fit_pca_basis(scorer.encoder.tokens(pairs.flatten(0, 1)), scorer.encoder.grid))
+    BasisStore(store, scorer.encoder.encoder_id).save(
+        fit_pca_basis(scorer.encoder.tokens(pairs.flatten(0, 1)), scorer.encoder.grid), DEFAULT_OWNER)
     body, api = encode_pairs(pairs), TestClient(create_app(settings, queue, store))
-    worker = ScorerWorker(scorer, queue, store, basis_refresh_s=0)
+    worker = ScorerWorker(scorer, queue, store)
     jobs = [api.post("/score/batch", content=body).json()["job_id"] for _ in range(2)]
     assert len(set(jobs)) == 2  # the same body twice: two jobs, no dedup by content
     ids = [queue.get(j).payload["body"] for j in jobs]
-    assert sha256_hex(body) not in ids and all(store.exists(f"score-bodies/{i}") for i in ids)
-    store.put(f"score-bodies/{ids[1]}", b"corrupt", overwrite=True)
+    assert sha256_hex(body) not in ids and all(store.exists(f"score-bodies/public/{i}") for i in ids)
+    store.put(f"score-bodies/public/{ids[1]}", b"corrupt", overwrite=True)
     worker.handle(queue.claim("w", 4, 0))
     assert [queue.get(j).status for j in jobs] == ["done", "failed"]
-    assert not list((tmp_path / "s").glob("score-bodies/*"))  # scored, or failed for good: gone either way
+    assert not list((tmp_path / "s").glob("score-bodies/*/*"))  # scored, or failed for good: gone either way
     assert not list((tmp_path / "s").glob("inputs/*")) and not list((tmp_path / "s").glob("scores/*"))
+
+
+def test_score_answers_are_cached_per_tenant(scorer, tmp_path):
+    """B never gets `cached: true` (nor A's job) for a pair A scored; each tenant's own repeat is cached."""
+    from fastapi.testclient import TestClient
+
+    from genview.settings import Settings
+    from services.scorer.app import create_app
+    from services.scorer.worker import ScorerWorker
+
+    settings = Settings(model="tiny", scorer_model="tiny", store_url=f"file://{tmp_path}/s", score_timeout_s=0.05,
+                        api_keys="key-a,key-b")
+    queue, store = MemoryJobQueue("cache"), ObjectStore(settings.store_url)
+    api, worker = TestClient(create_app(settings, queue, store)), ScorerWorker(scorer, queue, store)
+    files = {"original": ("o.png", png_bytes(seed=1)), "view": ("v.png", png_bytes(seed=2))}
+
+    def score(key: str):
+        return api.post("/score", files=files, headers={"X-API-Key": key}, params={"basis": "per-image"})
+
+    first = score("key-a")
+    assert first.status_code == 202
+    worker.handle(queue.claim("w", 4, 0))
+    again = score("key-a")
+    assert again.status_code == 200 and again.json()["cached"] is True and again.json()["basis_id"] is None
+    other = score("key-b")
+    assert other.status_code == 202 and other.json()["job_id"] != first.json()["job_id"]
+    worker.handle(queue.claim("w", 4, 0))
+    theirs = score("key-b").json()
+    assert theirs["cached"] is True and theirs["q"] == again.json()["q"]

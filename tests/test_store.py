@@ -15,7 +15,9 @@ from genview.store import (
     ObjectStore,
     input_key,
     params_hash,
-    pca_key,
+    basis_key,
+    basis_version_key,
+    current_basis_key,
     score_key,
     sha256_hex,
     validate_key,
@@ -131,8 +133,10 @@ def test_key_builders():
     assert view_key(sha, "p" * 32, 3) == f"views/{sha}/{'p' * 32}/3.png"
     assert view_key(sha, "p" * 32, 3, "webp") == f"views/{sha}/{'p' * 32}/3.webp"
     assert view_meta_key(sha, "ph") == f"views/{sha}/ph/meta.json"
-    assert pca_key("dinov2") == "pca/dinov2.safetensors"
-    assert score_key(sha, "ph") == f"scores/{sha}/ph.json"
+    assert basis_key("dinov2", "ab" * 8) == f"bases/dinov2/{'ab' * 8}.safetensors"
+    assert basis_version_key("t1", "dinov2", "ab" * 8) == f"tenants/t1/bases/dinov2/{'ab' * 8}.json"
+    assert current_basis_key("default", "dinov2") == "tenants/default/current-basis/dinov2.json"
+    assert score_key("t1", sha, "ph") == f"scores/t1/{sha}/ph.json"
     with pytest.raises(InvalidKey):
         input_key("../x")
 

@@ -52,7 +52,7 @@ def test_store_outage_is_503_json_with_retry_after_on_every_store_route(tmp_path
     assert ready.status_code == 503 and ready.json()["detail"] == ["store"]
     outage.up()
     assert gen.get("/readyz").status_code == 200
-    assert score.post("/score/batch", content=PAIRS, params={"timeout": "0.01"}).status_code == 202
+    assert score.post("/score/batch", content=PAIRS, params={"timeout": "0.01", "basis": "per-image"}).status_code == 202
 
 
 def test_every_store_operation_raises_store_unavailable_while_its_folder_is_gone(tmp_path):

@@ -30,7 +30,7 @@ def stack(redis_url, model_cache, images, tmp_path_factory):
     logs = tmp_path_factory.mktemp("trainer-stack")
     env = service_env(model="tiny", scorer_model="tiny", device="cpu", model_cache=model_cache,
                       redis_url=redis_url.rsplit("/", 1)[0] + "/2", store_url=f"file://{logs / 'store'}",
-                      max_batch_size="8", max_batch_wait_ms="20", basis_refresh_s="0.5")
+                      max_batch_size="8", max_batch_wait_ms="20", min_fit_images="1")
     procs = [start_worker("generator-worker", env, logs), start_worker("scorer-worker", env, logs)]
     gen, gen_url = start_api("generator-api", env, logs)
     scorer, scorer_url = start_api("scorer-api", env, logs)

@@ -1,9 +1,9 @@
 """`genview generate-dataset --engine ray`: a whole dataset's views on Ray Data, into WebDataset shards.
 
 The driver only lists the images and plans the shards (a seeded shuffle of the sorted list, cut into shards of
-`images_per_shard`). The PCA basis is read from the object store (`pca/{encoder_id}.safetensors`, the one the
-generator service uses) or fitted on a Ray actor and saved there. Ray Data then maps the shards still missing
-over a pool of actors that each hold one `ViewGenerator` (`num_gpus` per actor): an actor reads its shard's
+`images_per_shard`). The PCA basis is the operator's default version in the object store (the one the generator
+service's tenants without their own use) or fitted on a Ray actor and published there. Ray Data then maps the
+shards still missing over a pool of actors that each hold one `ViewGenerator` (`num_gpus` per actor): an actor reads its shard's
 images, generates their views with exactly the service's parameters, seeds and encoding, and writes the shard
 and its index part. Completed shards are skipped on a rerun; the parquet index is merged at the end.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import ray
 from pydantic import BaseModel, ConfigDict
 
-from genview.basis import PER_IMAGE, BasisCache, save_basis
+from genview.basis import DEFAULT_OWNER, BasisStore
 from genview.batch.shards import ShardOutput, ShardRecord, ShardSample, view_field
 from genview.dataset_gen import relative_paths
 from genview.basis import uses_fitted_basis
@@ -110,14 +110,14 @@ class BasisFitter:
         basis = fit_basis(paths, lambda images: unclip.encode(images).tokens,
                           unclip.pipe.image_encoder.config.hidden_size, unclip.grid, s.fg_fraction,
                           max_pixels=s.max_pixels, progress=False)
-        save_basis(ObjectStore.from_settings(s), unclip.encoder_id, basis)
+        BasisStore(ObjectStore.from_settings(s), unclip.encoder_id).save(basis, DEFAULT_OWNER, images=len(paths))
         return basis.to_bytes()
 
 
 def resolve_basis(config: RayGenerationConfig, paths: list[str]) -> PCABasis | None:
     """The store's basis; else, when the policy needs one, a basis fitted on a Ray actor (saved to the store)."""
     s = config.settings
-    current = BasisCache(ObjectStore.from_settings(s), encoder_id("generator", s.model)).current()
+    current = BasisStore(ObjectStore.from_settings(s), encoder_id("generator", s.model)).current(DEFAULT_OWNER)
     if current is not None or not uses_fitted_basis(config.noise_policy):
         return current
     actor = ray.remote(num_gpus=config.gpus_per_actor)(BasisFitter).remote(s)
@@ -131,7 +131,8 @@ def resolve_basis(config: RayGenerationConfig, paths: list[str]) -> PCABasis | N
 def generation_params(config: RayGenerationConfig, basis: PCABasis | None) -> GenerationParams:
     """The parameters the generator API would key the same request on (so both paths give the same views)."""
     return GenerationParams(model=config.settings.model, noise_policy=config.noise_policy,
-                            basis=basis.fingerprint if basis else PER_IMAGE, num_views=config.num_views,
+                            basis=basis.fingerprint if basis and uses_fitted_basis(config.noise_policy) else None,
+                            num_views=config.num_views,
                             seed=config.seed, steps=config.steps, guidance_scale=config.guidance_scale,
                             prompt=config.prompt, size=config.size)
 
@@ -164,7 +165,7 @@ class ShardGenerator:
         data = [read_bytes(p) for p in paths]
         shas = [sha256_hex(d) for d in data]
         requests = [ViewRequest(load_rgb(d, self.config.settings.max_pixels), sha, self.params,
-                                None if self.params.basis == PER_IMAGE else self.basis) for d, sha in zip(data, shas)]
+                                None if self.params.basis is None else self.basis) for d, sha in zip(data, shas)]
         out = []
         for position, key, raw, sha, g in zip(positions, keys, data, shas, self.views.generate(requests)):
             names = [view_field(v, self.encoding.ext) for v in range(len(g.views))]

@@ -156,7 +156,7 @@ def ensure_random_scorer(arch: str = "tiny", cache: str | os.PathLike | None = N
 
 
 def encoder_id(role: str, model_name: str) -> str:
-    """Names a model's encoder in store keys, e.g. `generator-tiny` (`pca/{encoder_id}.safetensors`)."""
+    """Names a model's encoder in store keys, e.g. `generator-tiny` (`bases/{encoder_id}/{basis_id}.safetensors`)."""
     return f"{role}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_.-")
 
 

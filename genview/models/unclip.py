@@ -91,7 +91,7 @@ class UnclipGenerator:
 
     @property
     def encoder_id(self) -> str:
-        """Names this image encoder in store keys (`pca/{encoder_id}.safetensors`)."""
+        """Names this image encoder in store keys (`bases/{encoder_id}/{basis_id}.safetensors`)."""
         return encoder_id("generator", self.model_name)
 
     @property

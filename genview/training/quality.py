@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from genview.basis import PER_IMAGE, BasisCache, save_basis
+from genview.basis import DEFAULT_OWNER, PER_IMAGE, BasisStore
 from genview.client import ScorerClient
 from genview.method.quality import PairQuality
 from genview.pca_fit import fit_basis, sample_paths
@@ -60,13 +60,14 @@ class QualityScorer:
     def in_process(cls, encoder: ScorerEncoder, store: ObjectStore, fit_paths: Sequence[str], fit_num: int = 256,
                    fg_fraction: float | None = None, seed: int = 0) -> QualityScorer:
         """Score here with the encoder's stored basis; without one, fit it on a sample of the training images."""
-        basis = BasisCache(store, encoder.encoder_id).current()
+        bases = BasisStore(store, encoder.encoder_id)
+        basis = bases.current(DEFAULT_OWNER)
         if basis is None:
             sample = sample_paths(fit_paths, fit_num, seed)
             log.info("no scorer PCA basis for %s: fitting one on %d training images", encoder.encoder_id, len(sample))
             extra = {} if fg_fraction is None else {"fg_fraction": fg_fraction}
             basis = fit_basis(sample, encoder.tokens, encoder.dim, encoder.grid, progress=False, **extra)
-            save_basis(store, encoder.encoder_id, basis)
+            bases.save(basis, DEFAULT_OWNER, images=len(sample))
         from genview.scoring import PairScorer
 
         return cls(local=PairScorer(encoder), basis=basis)

@@ -89,7 +89,8 @@ class ServiceViewSource:
     def check(self) -> None:
         """The generator answers `/readyz`; its model and basis become part of every content key."""
         ready_check(self.client, "generator", self.url)
-        self.phash = params_hash({**self.request.form(), **self.client.basis().model_dump()})
+        self.phash = params_hash({**self.request.form(), **self.client.basis().model_dump(include={"encoder_id",
+                                                                                                 "basis_id"})})
 
     @property
     def needs_basis(self) -> bool:

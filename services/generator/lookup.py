@@ -8,7 +8,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from genview.basis import PER_IMAGE, BasisRequired, require_basis
 from genview.queue import DONE
 from genview.schemas import GenerationJobDocument
 from services.auth import Tenant
@@ -39,11 +38,7 @@ class LookupQuery(BaseModel):
 def lookup_document(service: ServiceState, tenant: str, query: LookupQuery) -> GenerationJobDocument | None:
     """The finished document of the query's (input, parameters) if stored and visible to `tenant`, else None."""
     policy = request_policy(query.noise_policy, None)
-    params = request_params(service, policy, query.model_dump(exclude={"sha256", "noise_policy"}))
-    try:
-        require_basis(policy, params.basis != PER_IMAGE)
-    except BasisRequired as exc:
-        raise ApiError(409, "basis_required", str(exc)) from exc
+    params = request_params(service, tenant, policy, query.model_dump(exclude={"sha256", "noise_policy"}))
     if not service.owners.owns(tenant, query.sha256):
         return None
     result = fresh_result(service.store, query.sha256, params)

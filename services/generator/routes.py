@@ -10,13 +10,14 @@ import anyio
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
-from genview.basis import PER_IMAGE, BasisRequired, require_basis, uses_fitted_basis
+from genview.basis import uses_fitted_basis
 from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
-from genview.queue import DONE, FAILED, Job
-from genview.schemas import GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
+from genview.queue import DONE, TERMINAL, Job
+from genview.schemas import GENERATE, GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
 from genview.view_encoding import MEDIA_TYPES, media_type
 from services.auth import PUBLIC, Tenant
+from services.basis_routes import required_basis
 from services.errors import GUARDED, ApiError, error_responses, public_error
 from services.jobs import check_capacity
 from services.limits import single_valued_form
@@ -76,8 +77,8 @@ def job_document(service: ServiceState, job: Job) -> GenerationJobDocument:
 
 
 def job_response(service: ServiceState, job: Job) -> Response:
-    """200 with the document when finished, 202 with a Location while queued or running."""
-    done = job.status in (DONE, FAILED)
+    """200 with the document when finished (done, failed or cancelled), 202 with a Location while queued or running."""
+    done = job.status in TERMINAL
     headers = None if done else {"Location": service.urls.path(f"/jobs/{job.job_id}")}
     return Response(job_document(service, job).model_dump_json(), status_code=200 if done else 202,
                     media_type="application/json", headers=headers)
@@ -105,30 +106,30 @@ def fresh_result(store: ObjectStore, sha: str, params: GenerationParams) -> Gene
     return None
 
 
-def request_params(service: ServiceState, policy: NoisePolicy, fields: dict) -> GenerationParams:
+def request_params(service: ServiceState, tenant: str, policy: NoisePolicy, fields: dict) -> GenerationParams:
     """The cache identity of a request (`POST /generate` and `GET /views/lookup` alike): its fields, the
-    service's model and the basis the service keys requests on now."""
-    return GenerationParams(model=service.settings.model, noise_policy=policy, basis=service.bases.fingerprint(),
-                            **fields)
+    service's model and, for an adaptive policy, the tenant's current basis version (409 without one)."""
+    basis = required_basis(service, tenant) if uses_fitted_basis(policy) else None
+    return GenerationParams(model=service.settings.model, noise_policy=policy, basis=basis, **fields)
 
 
 def lookup(service: ServiceState, tenant: str, data: bytes, policy: NoisePolicy,
            fields: dict) -> tuple[str, GenerationParams, GenerationResult | None]:
     """(input hash, parameters, cached result or None) of a request, in one step; on a hit the tenant is
-    recorded as an owner of the input."""
+    recorded as an owner of the input. An adaptive policy resolves the tenant's current basis version here, once
+    (409 `basis_required` without one); the job carries its id, whatever is fitted or pinned later."""
     sha = sha256_hex(data)
-    params = request_params(service, policy, fields)
-    if uses_fitted_basis(policy) and params.basis == PER_IMAGE:
-        return sha, params, None  # answered 409 once the image is checked
+    params = request_params(service, tenant, policy, fields)
     result = fresh_result(service.store, sha, params)
     if result is not None:
         service.owners.record(tenant, sha)
     return sha, params, result
 
 
-def submit(service: ServiceState, sha: str, params: GenerationParams) -> Job:
-    """Queue (or join) the job of (input, params); a finished duplicate whose views vanished is redone."""
-    queue, payload, dedup = service.queue, to_queue(GenerateJob(sha=sha, params=params)), f"{sha}:{params.hash}"
+def submit(service: ServiceState, tenant: str, sha: str, params: GenerationParams) -> Job:
+    """Queue (or join this tenant's) job of (input, params); a finished duplicate whose views vanished is redone."""
+    queue, payload = service.queue, to_queue(GenerateJob(sha=sha, params=params, tenant=tenant))
+    dedup = f"{tenant}:{sha}:{params.hash}"
     job_id, created = queue.submit(payload, dedup)
     job = queue.get(job_id)
     if not created and job is not None and job.status == DONE and not views_exist(
@@ -149,13 +150,17 @@ def queue_upload(service: ServiceState, tenant: str, sha: str, data: bytes, para
     service.owners.record(tenant, sha)
     check_capacity(service.queue, service.settings)
     service.store.put(input_key(sha), data, durable=False)
-    return submit(service, sha, params)
+    return submit(service, tenant, sha, params)
 
 
 def visible_job(service: ServiceState, tenant: str, job_id: str) -> Job:
+    """The tenant's generation job `job_id`; 404 for others' jobs and for jobs of another kind (a basis fit)."""
     job = service.queue.get(job_id)
     if job is None or not service.owners.may_see_job(tenant, job):
         raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
+    if job.payload.get("kind") != GENERATE:
+        raise ApiError(404, "unknown_job",
+                       f"job {job_id!r} is no generation job; a basis fit is at /basis/jobs/{job_id}")
     return job
 
 
@@ -201,9 +206,9 @@ async def generate(
     """Generate `num_views` views of an image with the adaptive noise level of Eq. 8 (or a fixed policy).
 
     Answers 200 with the result when it is cached or finished within `timeout` (`wait=true`), else 202
-    with the job document and a `Location` to poll. An adaptive request with no fitted PCA basis is a
-    409 `basis_required` (fit one with `POST /basis/fit` or `genview fit-pca`, or ask for
-    `noise_policy=auto:per-image`)."""
+    with the job document and a `Location` to poll. An adaptive request uses your current basis version as
+    of now (later fits do not change it) and is a 409 `basis_required` when there is none (fit one with
+    `POST /basis/fit` or `genview fit-pca`, or ask for `noise_policy=auto:per-image`)."""
     policy = request_policy(noise_policy, noise_level)
     settings = service.settings
     data = await read_upload(image, settings.max_upload_bytes, "image")
@@ -214,12 +219,8 @@ async def generate(
         service.metrics.cache_hit()
         return json_response(document(service, cache_job_id(sha, params), DONE, cached, cached=True))
     await check_image(data, settings)
-    try:
-        require_basis(policy, params.basis != PER_IMAGE)
-    except BasisRequired as exc:
-        raise ApiError(409, "basis_required", str(exc)) from exc
     job = await anyio.to_thread.run_sync(queue_upload, service, tenant, sha, data, params)
-    if wait and job.status not in (DONE, FAILED):
+    if wait and job.status not in TERMINAL:
         job = await service.waiter.wait(job.job_id, timeout) or job
     return job_response(service, job)
 

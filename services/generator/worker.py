@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from genview.basis import BasisCache
-from genview.basis import require_basis
+from genview.basis import BasisStore, require_basis
 from genview.generation import GeneratedViews, ViewGenerator, ViewRequest
 from genview.images import load_rgb
 from genview.models.unclip import UnclipGenerator
@@ -77,7 +76,7 @@ class GeneratorWorker:
         self.generator = generator
         self.views = ViewGenerator(generator, settings.fg_fraction, settings.max_batch_size, settings.compile)
         self.encoding = encoding or ViewEncoding(settings.view_format, settings.view_quality)
-        self.bases = BasisCache(store, generator.encoder_id, settings.basis_refresh_s)
+        self.bases = BasisStore(store, generator.encoder_id)  # versions by id, the ones in use kept decoded
         threads = settings.encode_threads
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="generator-io") if threads else None
         self._storing: list[Future] = []  # encode/store tasks of the previous batch
@@ -158,7 +157,7 @@ class GeneratorWorker:
             self.queue.fail(delivery, f"cannot read the stored result of {sha}: {type(exc).__name__}: {exc}")
             return None
         try:
-            basis = self.bases.matching(params.basis)
+            basis = None if params.basis is None else self.bases.load(params.basis)  # the version it was accepted with
             require_basis(params.noise_policy, basis is not None)
             image = load_rgb(self.stored_input(sha), self.settings.max_pixels)
         except Exception as exc:
@@ -187,8 +186,8 @@ class GeneratorWorker:
         self.queue.complete(job.delivery, result)
 
     def fit(self, delivery: Delivery, job: FitBasisJob) -> None:
-        """A `fit-basis` job: fit the generator's basis on stored inputs, save it, complete with the result."""
-        finish_fit_job(self.queue, delivery, self.bases, lambda: run_fit_job(
+        """A `fit-basis` job: fit a new basis version on stored inputs, save it, complete with the result."""
+        finish_fit_job(self.queue, delivery, lambda: run_fit_job(
             job, self.store, self.generator, self.settings.fg_fraction, self.settings.max_pixels,
             self.settings.max_batch_size))
 

@@ -26,5 +26,5 @@ def build_worker(settings: Settings, store: ObjectStore | None = None) -> Servic
                         settings.max_score_pairs)
     store = store or ObjectStore.from_settings(settings)
     queue = store_aware(open_scorer_queue(settings), store)  # a store outage holds jobs instead of failing them
-    worker = ScorerWorker(scorer, queue, store, settings.basis_refresh_s, settings.fg_fraction, settings.max_pixels)
+    worker = ScorerWorker(scorer, queue, store, settings.fg_fraction, settings.max_pixels)
     return ServiceWorker(ROLE, queue, worker.handle)

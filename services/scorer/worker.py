@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from genview.basis import PER_IMAGE, BasisCache
+from genview.basis import BasisStore
 from genview.images import MAX_PIXELS
 from genview.pca_fit import run_fit_job
 from genview.queue import Delivery, JobQueue
@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 class ScorerWorker:
     """Turns scoring jobs (a stored pairs tensor each) into stored PairScores documents."""
 
-    def __init__(self, scorer: PairScorer, queue: JobQueue, store: ObjectStore, basis_refresh_s: float = 10.0,
-                 fg_fraction: float | None = None, max_pixels: int = MAX_PIXELS):
+    def __init__(self, scorer: PairScorer, queue: JobQueue, store: ObjectStore, fg_fraction: float | None = None,
+                 max_pixels: int = MAX_PIXELS):
         self.scorer, self.queue, self.store = scorer, queue, store
-        self.bases = BasisCache(store, scorer.encoder.encoder_id, basis_refresh_s)
+        self.bases = BasisStore(store, scorer.encoder.encoder_id)  # versions by id, the ones in use kept decoded
         self.fit_options = {"max_pixels": max_pixels, **({"fg_fraction": fg_fraction} if fg_fraction else {})}
 
     def handle(self, deliveries: list[Delivery]) -> None:
@@ -54,17 +54,17 @@ class ScorerWorker:
             self._fail(d, job, f"bad scoring job: {type(exc).__name__}: {exc}")
             return None
         try:
-            return decode_pairs(self.store.get(score_body_key(job.body)))
+            return decode_pairs(self.store.get(score_body_key(job.tenant, job.body)))
         except Exception as exc:
             self._fail(d, job, f"cannot read pairs {job.body}: {type(exc).__name__}: {exc}")
             return None
 
-    def _score_group(self, basis_id: str, items: list[tuple[Delivery, ScoreJob, torch.Tensor]]) -> None:
-        """One scoring call for jobs sharing image size and basis; 'per-image' only when the job names it."""
+    def _score_group(self, basis_id: str | None, items: list[tuple[Delivery, ScoreJob, torch.Tensor]]) -> None:
+        """One scoring call for jobs sharing image size and basis version (None: per-image, asked for by name)."""
         try:
-            quality = self.scorer.score(torch.cat([p for _, _, p in items]), self.bases.matching(basis_id),
-                                        per_image=basis_id == PER_IMAGE)
-        except Exception as exc:  # e.g. out of memory: the jobs are retried (a replaced basis: failed for good)
+            basis = None if basis_id is None else self.bases.load(basis_id)  # the version it was accepted with
+            quality = self.scorer.score(torch.cat([p for _, _, p in items]), basis, per_image=basis_id is None)
+        except Exception as exc:  # e.g. out of memory: the jobs are retried (a basis that is not stored: for good)
             log.exception("scoring failed for %d jobs", len(items))
             for d, job, _ in items:
                 self._fail(d, job, "scoring failed", exc)
@@ -74,28 +74,28 @@ class ScorerWorker:
             part = slice(start, start + pairs.shape[0])
             start += pairs.shape[0]
             result = PairScores(s_f=quality.s_f[part].tolist(), s_b=quality.s_b[part].tolist(),
-                                q=quality.q[part].tolist(), fg_basis="per-image" if basis_id == PER_IMAGE else "fitted",
+                                q=quality.q[part].tolist(), fg_basis="per-image" if basis_id is None else "fitted",
                                 basis_id=basis_id)
             if job.cache:
-                self.store.put(score_key(job.body, job.phash), result.model_dump_json().encode())
+                self.store.put(score_key(job.tenant, job.body, job.phash), result.model_dump_json().encode())
             self.queue.complete(d, result.model_dump())
-            self.store.delete(score_body_key(job.body))  # bodies are transient: scored, then gone
+            self.store.delete(score_body_key(job.tenant, job.body))  # bodies are transient: scored, then gone
 
     def _fail(self, delivery: Delivery, job: ScoreJob, error: str, exc: Exception | None = None) -> None:
         """Fail a scoring job; once it has failed for good its transient body goes too."""
         final = fail_job(self.queue, delivery, error, exc) if exc else self.queue.fail(delivery, error)
         if final:
             try:
-                self.store.delete(score_body_key(job.body))
+                self.store.delete(score_body_key(job.tenant, job.body))
             except Exception:  # the store is down too: the body stays until a lifecycle rule removes it
                 log.warning("could not delete the body of failed job %s", delivery.job_id, exc_info=True)
 
     def _stored(self, job: ScoreJob) -> dict:
         """The stored scores of a cached job; ObjectNotFound when there are none yet."""
-        return PairScores.model_validate_json(self.store.get(score_key(job.body, job.phash))).model_dump()
+        return PairScores.model_validate_json(self.store.get(score_key(job.tenant, job.body, job.phash))).model_dump()
 
     def fit(self, delivery: Delivery, job: FitBasisJob) -> None:
         """A `fit-basis` job: fit the scorer's basis on stored inputs (images or pair bodies), save it."""
-        finish_fit_job(self.queue, delivery, self.bases, lambda: run_fit_job(
+        finish_fit_job(self.queue, delivery, lambda: run_fit_job(
             job, self.store, self.scorer.encoder, decode=decode_fit_input,
             batch_size=self.scorer.max_batch, **self.fit_options))
