@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from fastapi.responses import Response
 
 from genview.basis import PER_IMAGE, BasisRequired, require_basis, uses_fitted_basis
-from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
-from genview.queue import DONE, FAILED, Job
-from genview.schemas import GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
+from genview.method.noise import MAX_NOISE_LEVEL, POLICY_PATTERN, NoisePolicy, parse_noise_policy
+from genview.queue import DONE, TERMINAL, Job
+from genview.schemas import GENERATE, GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
 from genview.view_encoding import MEDIA_TYPES, media_type
 from services.auth import Tenant
@@ -26,10 +26,14 @@ from services.uploads import check_image, read_upload
 ACCEPTED = {202: {"model": GenerationJobDocument, "description": "accepted, not finished yet (see Location)"}}
 POLICY_HELP = (f"'auto' (adaptive, Eq. 8; needs a fitted basis), 'auto:per-image', 'random', 'constant:L' or "
                f"0–{MAX_NOISE_LEVEL}")
+DEPRECATED_LEVEL = ("deprecated name of `noise_policy` (accepted for one release; `noise_policy` wins when both are "
+                    "sent)")
+MAX_SEED = 2**53 - 1  # the largest integer every JSON client (IEEE doubles) carries exactly
 router = APIRouter(tags=["generate"], responses=GUARDED)
 
 
 CACHE_ID = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")  # the job id of a cached answer: `cache_job_id`
+VIEW_PATH = rf"^[0-9a-f]{{64}}/[0-9a-f]{{32}}/(?:[0-9]+|fg)\.(?:{'|'.join(MEDIA_TYPES)})$"  # `view_key`, `fg_map_key`
 
 
 def meta_key(sha: str, params: GenerationParams) -> str:
@@ -59,8 +63,8 @@ def job_document(service: ServiceState, job: Job) -> GenerationJobDocument:
 
 
 def job_response(service: ServiceState, job: Job) -> Response:
-    """200 with the document when finished, 202 with a Location while queued or running."""
-    done = job.status in (DONE, FAILED)
+    """200 with the document once final (done, failed, cancelled), 202 with a Location while queued or running."""
+    done = job.status in TERMINAL
     headers = None if done else {"Location": service.urls.path(f"/jobs/{job.job_id}")}
     return Response(job_document(service, job).model_dump_json(), status_code=200 if done else 202,
                     media_type="application/json", headers=headers)
@@ -120,8 +124,8 @@ def submit(service: ServiceState, sha: str, params: GenerationParams) -> Job:
 
 
 def visible_job(service: ServiceState, tenant: str, job_id: str) -> Job:
-    job = service.queue.get(job_id)
-    if job is None or not service.owners.may_see_job(tenant, job):
+    job = service.queue.get(job_id)  # a generation job: fit jobs are under /basis/jobs
+    if job is None or job.payload.get("kind") != GENERATE or not service.owners.may_see_job(tenant, job):
         raise ApiError(404, "unknown_job", f"no job {job_id!r} (never submitted, expired, or not yours)")
     return job
 
@@ -153,11 +157,10 @@ async def generate(
     service: Generator,
     tenant: Tenant,
     image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
-    noise_policy: Annotated[str | None, Form(description=f"{POLICY_HELP} (default 'auto')")] = None,
-    noise_level: Annotated[str | None, Form(deprecated=True, description="deprecated name of `noise_policy` "
-                                            "(accepted for one release; `noise_policy` wins when both are sent)")] = None,
+    noise_policy: Annotated[str, Form(pattern=POLICY_PATTERN, description=f"{POLICY_HELP} (default 'auto')")] = None,
+    noise_level: Annotated[str, Form(pattern=POLICY_PATTERN, deprecated=True, description=DEPRECATED_LEVEL)] = None,
     num_views: Annotated[int, Form(ge=1, le=8)] = 1,
-    seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
+    seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
     steps: Annotated[int, Form(ge=1, le=200)] = 20,
     guidance_scale: Annotated[float, Form(ge=0.0, le=50.0)] = 10.0,
     prompt: Annotated[str, Form(max_length=1000)] = "",
@@ -188,7 +191,7 @@ async def generate(
     await anyio.to_thread.run_sync(check_capacity, service.queue, settings)
     await anyio.to_thread.run_sync(service.store.put, input_key(sha), data)
     job = await anyio.to_thread.run_sync(submit, service, sha, params)
-    if wait and job.status not in (DONE, FAILED):
+    if wait and job.status not in TERMINAL:
         job = await service.waiter.wait(job.job_id, timeout) or job
     return job_response(service, job)
 
@@ -227,7 +230,8 @@ async def list_jobs(service: Generator, tenant: Tenant, status: Annotated[Litera
 @router.get("/views/{key:path}", response_class=Response, responses={
     200: {"description": "the image", "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
     304: {"description": "not modified (ETag)"}, **error_responses(400, 404)})
-async def get_view(request: Request, service: Generator, tenant: Tenant, key: Annotated[str, Path(max_length=400)]):
+async def get_view(request: Request, service: Generator, tenant: Tenant, key: Annotated[str, Path(
+        max_length=400, json_schema_extra={"pattern": VIEW_PATH})]):  # declared; other keys are a 400 or a 404
     """A generated view or foreground map; immutable, with an ETag."""
     full = view_key_at(key)
     kind = media_type(full)
