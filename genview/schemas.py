@@ -9,7 +9,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerial
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
 from genview.queue.base import DONE, Job
-from genview.store import params_hash
+from genview.store import INPUT_KEY_PATTERN, params_hash
 
 FgBasis = Literal["fitted", "per-image"]
 JobStatus = str  # queued | running | done | failed (genview.queue)
@@ -106,11 +106,23 @@ class ScoreJob(BaseModel):
     tenant: str
 
 
+MAX_FIT_IMAGES = 100_000  # the most inputs one basis fit reads
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer as JSON Schema reads it (`3` or `3.0`), never `true` or `"3"` (pydantic's lax mode takes both)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    return value
+
+
 class FitBasisRequest(BaseModel):
     """`POST /basis/fit`: fit on `num` stored inputs or the given input keys."""
 
-    num: int = Field(1000, ge=1)
-    keys: list[str] | None = None
+    num: Annotated[int, BeforeValidator(_json_integer)] = Field(1000, ge=1, le=MAX_FIT_IMAGES,
+                                                                description="how many stored inputs to sample")
+    keys: list[Annotated[str, Field(pattern=INPUT_KEY_PATTERN)]] | None = Field(
+        None, min_length=1, max_length=MAX_FIT_IMAGES, description="fit on exactly these inputs (`inputs/<sha256>`)")
 
 
 class FitBasisJob(FitBasisRequest):
