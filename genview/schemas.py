@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictInt, TypeAdapter,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, TypeAdapter,
                       ValidationError, WithJsonSchema, model_validator)
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
 from genview.queue.base import DONE, Job
-from genview.store import DEFAULT_OWNER, params_hash
+from genview.store import DEFAULT_OWNER, INPUT_KEY_PATTERN, params_hash
 
 FgBasis = Literal["fitted", "per-image"]
 JobStatus = str  # queued | running | done | failed (genview.queue)
@@ -112,15 +112,23 @@ class ScoreJob(BaseModel):
     tenant: str
 
 
-MAX_FIT_IMAGES = 1_000_000
+MAX_FIT_IMAGES = 100_000  # the most inputs one basis fit reads
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer as JSON Schema reads it (`3` or `3.0`), never `true` or `"3"` (pydantic's lax mode takes both)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    return value
 
 
 class FitBasisRequest(BaseModel):
     """`POST /basis/fit`: fit on `num` of the tenant's stored inputs or on the given input keys (its own)."""
 
-    num: StrictInt = Field(1000, ge=1, le=MAX_FIT_IMAGES, description="how many of your inputs to sample")
-    keys: list[str] | None = Field(None, min_length=1, max_length=MAX_FIT_IMAGES,
-                                   description="fit on exactly these inputs (`inputs/<sha256>`) instead")
+    num: Annotated[int, BeforeValidator(_json_integer)] = Field(1000, ge=1, le=MAX_FIT_IMAGES,
+                                                                description="how many of your inputs to sample")
+    keys: list[Annotated[str, Field(pattern=INPUT_KEY_PATTERN)]] | None = Field(
+        None, min_length=1, max_length=MAX_FIT_IMAGES, description="fit on exactly these inputs (`inputs/<sha256>`)")
 
 
 class FitBasisJob(FitBasisRequest):

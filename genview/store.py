@@ -99,6 +99,9 @@ def validate_key(key: str) -> str:
     return key
 
 
+INPUT_KEY_PATTERN = r"^inputs/[0-9a-f]{64}$"  # what `input_key` builds from a SHA-256
+
+
 def input_key(sha: str) -> str:
     """Key of an uploaded input image."""
     return validate_key(f"inputs/{sha}")

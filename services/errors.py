@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from genview.images import ImageRejected
 from genview.queue import QueueUnavailable
@@ -16,6 +17,7 @@ from genview.store import InvalidKey, StoreUnavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 STATUS_TEXT = {
     400: "bad request (undecodable or malformed input)", 401: "missing or invalid API key",
     404: "not found (or not visible to this API key)", 409: "conflict (e.g. no fitted PCA basis)",
@@ -71,6 +73,13 @@ GUARDED = error_responses(401, 413, 422)
 """What any route may answer: the request guard's 401 and 413, and 422 for invalid parameters."""
 
 
+def allowed_methods(request: Request) -> str:
+    """The `Allow` value of a 405: every method routed at this path (Starlette names only the first route's)."""
+    routes = request.app.router.routes
+    return ", ".join(m for m in HTTP_METHODS if any(
+        route.matches({**request.scope, "method": m})[0] == Match.FULL for route in routes))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every failure becomes a JSON error; validation errors say which field is wrong."""
 
@@ -101,5 +110,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_parameters", problems)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException):
-        return error_response(exc.status_code, getattr(exc, "code", "http_error"), exc.detail, exc.headers)
+    async def _http(request: Request, exc: HTTPException):
+        headers = {**(exc.headers or {}), "Allow": allowed_methods(request)} if exc.status_code == 405 else exc.headers
+        return error_response(exc.status_code, getattr(exc, "code", "http_error"), exc.detail, headers)

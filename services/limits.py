@@ -82,9 +82,11 @@ def declared_too_large(content_length: str | None, limit: int) -> bool:
 
 
 async def single_valued_form(request: Request) -> None:
-    """Dependency: a form field sent twice is an error (422), not silently its last value."""
+    """Dependency: a declared form field sent twice is an error (422), not silently its last value (fields the
+    route does not declare are ignored, however often they come)."""
+    declared = {param.alias for param in request.scope["route"].dependant.body_params}
     form = await request.form()
-    repeated = sorted(name for name, n in Counter(k for k, _ in form.multi_items()).items() if n > 1)
+    repeated = sorted(name for name, n in Counter(k for k, _ in form.multi_items() if k in declared).items() if n > 1)
     if repeated:
         raise ApiError(422, "invalid_parameters",
                        [{"field": name, "message": "given more than once"} for name in repeated])

@@ -13,6 +13,9 @@ LEVELS: tuple[int, ...] = (0, 100, 200, 300, 400)
 MAX_NOISE_LEVEL = 999
 POLICY_KINDS = ("adaptive", "constant", "random")
 PER_IMAGE_SUFFIX = ":per-image"  # 'auto:per-image': adaptive with each image's own PCA (no fitted basis)
+POLICY_PATTERN = (rf"^(?:(?:auto|adaptive)(?:{PER_IMAGE_SUFFIX})?|random"
+                  rf"|(?:constant:)?[0-9]{{1,{len(str(MAX_NOISE_LEVEL))}}})$")
+"""The canonical spellings `parse_noise_policy` accepts, as a regex (0..999 is every 1–3 digit number)."""
 
 
 def adaptive_noise_level(p: Tensor) -> Tensor:

@@ -133,7 +133,8 @@ def add_gallery_route(app: FastAPI, store: ObjectStore) -> None:
         **{code: {"model": ErrorBody, "description": text} for code, text in ((400, "not a SHA-256"),
                                                                              (404, "no such input"))}})
     def get_input(request: Request,
-                  sha: str = Path(..., description="SHA-256 of the input image, 64 lowercase hex characters")):
+                  sha: str = Path(..., description="SHA-256 of the input image, 64 lowercase hex characters",
+                                  json_schema_extra={"pattern": f"^{SHA.pattern}$"})):  # checked below: a 400
         """An original input image by its SHA-256 (immutable, with an ETag)."""
         if not SHA.fullmatch(sha):
             raise ApiError(400, "invalid_sha", "sha must be 64 lowercase hexadecimal characters")

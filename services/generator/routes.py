@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Upload
 from fastapi.responses import Response
 
 from genview.basis import uses_fitted_basis
-from genview.method.noise import MAX_NOISE_LEVEL, NoisePolicy, parse_noise_policy
+from genview.method.noise import MAX_NOISE_LEVEL, POLICY_PATTERN, NoisePolicy, parse_noise_policy
 from genview.queue import DONE, TERMINAL, Job
 from genview.schemas import GENERATE, GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
@@ -27,11 +27,15 @@ from services.uploads import check_image, read_upload
 ACCEPTED = {202: {"model": GenerationJobDocument, "description": "accepted, not finished yet (see Location)"}}
 POLICY_HELP = (f"'auto' (adaptive, Eq. 8; needs a fitted basis), 'auto:per-image', 'random', 'constant:L' or "
                f"0–{MAX_NOISE_LEVEL}")
+DEPRECATED_LEVEL = ("deprecated name of `noise_policy` (accepted for one release; `noise_policy` wins when both are "
+                    "sent)")
+MAX_SEED = 2**53 - 1  # the largest integer every JSON client (IEEE doubles) carries exactly
 router = APIRouter(tags=["generate"], responses=GUARDED)
 
 
 INLINE_BYTES = 256 * 1024  # hashing this much takes ~0.2 ms: `cheap_here`
 CACHE_ID = re.compile(r"^([0-9a-f]{64})\.([0-9a-f]{32})$")  # the job id of a cached answer: `cache_job_id`
+VIEW_PATH = rf"^[0-9a-f]{{64}}/[0-9a-f]{{32}}/(?:[0-9]+|fg)\.(?:{'|'.join(MEDIA_TYPES)})$"  # `view_key`, `fg_map_key`
 
 
 def meta_key(sha: str, params: GenerationParams) -> str:
@@ -77,7 +81,7 @@ def job_document(service: ServiceState, job: Job) -> GenerationJobDocument:
 
 
 def job_response(service: ServiceState, job: Job) -> Response:
-    """200 with the document when finished (done, failed or cancelled), 202 with a Location while queued or running."""
+    """200 with the document once final (done, failed, cancelled), 202 with a Location while queued or running."""
     done = job.status in TERMINAL
     headers = None if done else {"Location": service.urls.path(f"/jobs/{job.job_id}")}
     return Response(job_document(service, job).model_dump_json(), status_code=200 if done else 202,
@@ -191,11 +195,10 @@ async def generate(
     service: Generator,
     tenant: Tenant,
     image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
-    noise_policy: Annotated[str | None, Form(description=f"{POLICY_HELP} (default 'auto')")] = None,
-    noise_level: Annotated[str | None, Form(deprecated=True, description="deprecated name of `noise_policy` "
-                                            "(accepted for one release; `noise_policy` wins when both are sent)")] = None,
+    noise_policy: Annotated[str, Form(pattern=POLICY_PATTERN, description=f"{POLICY_HELP} (default 'auto')")] = None,
+    noise_level: Annotated[str, Form(pattern=POLICY_PATTERN, deprecated=True, description=DEPRECATED_LEVEL)] = None,
     num_views: Annotated[int, Form(ge=1, le=8)] = 1,
-    seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
+    seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
     steps: Annotated[int, Form(ge=1, le=200)] = 20,
     guidance_scale: Annotated[float, Form(ge=0.0, le=50.0)] = 10.0,
     prompt: Annotated[str, Form(max_length=1000)] = "",
@@ -259,7 +262,8 @@ async def list_jobs(service: Generator, tenant: Tenant, status: Annotated[Litera
 @router.get("/views/{key:path}", response_class=Response, responses={
     200: {"description": "the image", "content": {t: {} for t in sorted(set(MEDIA_TYPES.values()))}},
     304: {"description": "not modified (ETag)"}, **error_responses(400, 404)})
-async def get_view(request: Request, service: Generator, tenant: Tenant, key: Annotated[str, Path(max_length=400)]):
+async def get_view(request: Request, service: Generator, tenant: Tenant, key: Annotated[str, Path(
+        max_length=400, json_schema_extra={"pattern": VIEW_PATH})]):  # declared; other keys are a 400 or a 404
     """A generated view or foreground map; immutable, with an ETag."""
     full = view_key_at(key)
     kind = media_type(full)
