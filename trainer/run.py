@@ -32,7 +32,7 @@ from genview.training.quality import QualityScorer, to_pairs
 from genview.training.views import (ManifestViewSource, ServiceViewSource, SourceNotReady, ViewCache, ViewMissing,
                                     ViewPrefetcher, ViewSource)
 from trainer import dist
-from trainer.backbones import ARCHS
+from trainer.backbones import ARCHS, STEMS
 from trainer.checkpoint import METRICS, TENSORBOARD, RunFolder, set_rng_state
 from trainer.data import EvalDataset, ImageSet, held_out, image_set, shared_image_set
 from trainer.evaluate import KNN_KS, extract_features, knn_topk
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--no-quality", action="store_true", help="framework only: all weights 1")
     p.add_argument("--method", choices=METHODS, default="mocov3")
     p.add_argument("--arch", choices=ARCHS, default="resnet50")
+    p.add_argument("--stem", choices=STEMS, default="imagenet", help="ResNet stem; small: 3×3 stride 1, no max-pool "
+                   "(the CIFAR / Tiny ImageNet setup)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=256, help="global batch (split over ranks)")
     p.add_argument("--image-size", type=int, default=224)
@@ -177,7 +179,7 @@ def method_options(items: list[str]) -> dict[str, Any]:
 
 def method_config_of(args: argparse.Namespace) -> MethodConfig:
     """The method's recipe for this run with --queue-size and the --method-option overrides on top."""
-    overrides = method_options(args.method_option)
+    overrides = {"stem": args.stem, **method_options(args.method_option)}
     if args.queue_size is not None:
         overrides["queue_size"] = args.queue_size
     return method_config(args.method, args.arch, args.image_size, epochs=args.epochs, **overrides)

@@ -9,7 +9,7 @@ from pathlib import Path
 from trainer import dist
 from trainer.eval import knn, linear, semi
 from trainer.eval.backbone import load_backbone
-from trainer.export import FORMATS, export
+from trainer.export import FORMATS, SMALL_STEM_RECIPE, export
 
 PROTOCOLS = {"linear": linear, "knn": knn, "semi": semi}
 
@@ -25,8 +25,11 @@ def _run_protocol(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    for path in export(load_backbone(args.checkpoint), args.format, Path(args.out)):
+    loaded = load_backbone(args.checkpoint)
+    for path in export(loaded, args.format, Path(args.out)):
         print(path)
+    if loaded.stem == "small" and args.format in ("torchvision", "timm"):
+        print(SMALL_STEM_RECIPE)
 
 
 def register(subparsers) -> None:
