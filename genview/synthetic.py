@@ -1,8 +1,8 @@
 """A seeded, procedurally drawn image set that can tell learning from initialisation (no download).
 
-Ten shape classes, each drawn with a random colour (and, at random, a stripe texture), scale, rotation and
-position on a random two-colour gradient background with mild clutter (lines, small blobs) and sometimes a
-small occluder in front of the object. Every image comes with its foreground mask (the object's visible
+Ten shape classes, each drawn with a random colour (and, at random, a stripe texture), scale, rotation (±45°)
+and position on a random two-colour gradient background with mild clutter (lines, small blobs) and sometimes a
+small occluder in front of the object; the object's brightness differs from the background's (contrast ≥ 0.3). Every image comes with its foreground mask (the object's visible
 pixels). Colours, position and background vary independently of the class, so neither raw pixels nor a
 random network's features find the class (kNN ≤ 0.40), while the shape decides it (a supervised network
 learns it). Every image is a function of (seed, split, index) alone.
@@ -29,14 +29,14 @@ class SyntheticSpec:
     """The knobs of the image set (the defaults are the calibrated ones, see README "Benchmarks")."""
 
     size: int = 32
-    object_scale: tuple[float, float] = (0.30, 0.42)  # object radius as a fraction of the side
-    clutter: tuple[int, int] = (1, 3)  # background lines/blobs per image (inclusive range)
-    occluder_p: float = 0.3  # probability of one small occluder in front of the object
-    texture_p: float = 0.5  # probability of a stripe texture on the object
+    object_scale: tuple[float, float] = (0.32, 0.45)  # object radius as a fraction of the side
+    clutter: tuple[int, int] = (0, 2)  # background lines/blobs per image (inclusive range)
+    occluder_p: float = 0.2  # probability of one small occluder in front of the object
+    texture_p: float = 0.3  # probability of a stripe texture on the object
     saturation: float = 1.0  # colours: uniform hue, saturation up to this, value in [0.15, 1]
     gradient: bool = True  # background: a two-colour gradient (else one colour)
-    rotation: float = 180.0  # the object turns by a uniform angle in ±this many degrees
-    contrast: float = 0.0  # the object's value (HSV) differs from the background's by at least this
+    rotation: float = 45.0  # the object turns by a uniform angle in ±this many degrees
+    contrast: float = 0.3  # the object's value (HSV) differs from the background's mean by at least this
 
 
 @dataclass
