@@ -49,8 +49,8 @@ class Profile:
 
 
 PROFILES = {
-    "cpu": Profile(train=2000, val=500, size=32, width=16, epochs=16, batch_size=64, workers=1, device="cpu",
-                   knn_every=4),
+    "cpu": Profile(train=1000, val=500, size=32, width=16, epochs=12, batch_size=64, workers=1, device="cpu",
+                   knn_every=3),
     "gpu": Profile(train=5000, val=1000, size=32, width=64, epochs=100, batch_size=256, workers=12,
                    device="cuda", knn_every=20),
     "quick": Profile(train=256, val=128, size=32, width=16, epochs=1, batch_size=64, workers=0, device="cpu",
