@@ -63,3 +63,11 @@ def test_method_config_records_the_stem_and_rebuilds_it():
     config = method_config("byol", "resnet18", 32, stem="small", width=16)
     model = build_method(config.from_dict(config.to_dict()))
     assert isinstance(model.backbone.maxpool, torch.nn.Identity) and model.backbone.conv1.out_channels == 16
+
+
+def test_trainer_stem_flag_reaches_the_method_config(tmp_path):
+    from trainer import run as trainer_run
+
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--method", "simclr", "--arch", "resnet18"]
+    assert trainer_run.method_config_of(trainer_run.parse_args([*base, "--stem", "small"])).stem == "small"
+    assert trainer_run.method_config_of(trainer_run.parse_args(base)).stem == "imagenet"
