@@ -26,9 +26,18 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from bench.report import emit
-from bench.ssl_loop import Budget, ViewPairs, embed, knn_top1, linear_top1, mean_cosine, pixels, train
-from genview.training.augment import normalise
+from bench.ssl_loop import (
+    Budget,
+    ViewPairs,
+    embed,
+    knn_top1,
+    linear_top1,
+    mean_cosine,
+    pixels,
+    train,
+)
 from genview.synthetic import SyntheticSpec, make_split
+from genview.training.augment import normalise
 from trainer.backbones import backbone
 from trainer.methods import METHODS, build_method, method_config
 
@@ -168,10 +177,11 @@ def load_data(profile: Profile, seed: int, masks: bool = False) -> dict:
 def markdown(result: dict) -> str:
     """The result as text tables: scores per method, then the loss and kNN curves."""
     runs, sup = result["runs"], result["supervised"]
-    lines = [f"# SSL methods on the procedural shapes ({result['data']})", "",
-             f"ResNet-18 (small stem, base width {result['profile']['width']}), {result['profile']['epochs']} epochs, "
-             f"batch {result['profile']['batch_size']}. Pixels: kNN {result['pixels']['knn_top1']}. Supervised "
-             f"({sup['epochs']} epochs): top-1 {sup['top1']}, kNN {sup['knn_top1']}, linear {sup['linear_top1']}.", "",
+    summary = (f"ResNet-18 (small stem, base width {result['profile']['width']}), {result['profile']['epochs']} "
+               f"epochs, batch {result['profile']['batch_size']}. Pixels: kNN {result['pixels']['knn_top1']}. "
+               f"Supervised ({sup['epochs']} epochs): top-1 {sup['top1']}, kNN {sup['knn_top1']}, "
+               f"linear {sup['linear_top1']}.")
+    lines = [f"# SSL methods on the procedural shapes ({result['data']})", "", summary, "",
              "| method | kNN random init | kNN trained | gain | linear random init | linear trained | minutes |",
              "|---|---|---|---|---|---|---|"]
     for name, run in runs.items():
