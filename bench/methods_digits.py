@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 
 import numpy as np
 import torch
@@ -22,9 +21,10 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from bench.report import emit
-from genview.training.augment import normalise, transforms_for
+from bench.ssl_loop import Budget, ViewPairs, embed, mean_cosine
+from bench.ssl_loop import train as train_ssl
+from genview.training.augment import normalise
 from trainer.methods import METHODS, build_method, method_config
-from trainer.optim import build_optimizer, build_schedule
 
 # The recipes are tuned for ImageNet (5,005 steps per epoch at batch 256); digits gives 14 steps per epoch at
 # batch 128. Per method: MethodConfig options for ~100 steps, why, and the epochs (5-11 min each measured on
@@ -64,65 +64,32 @@ def knn_top1(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, k
     return round(float((votes.argmax(1) == labels).float().mean()), 4)
 
 
-@torch.no_grad()
-def mean_cosine(net: torch.nn.Module, images: torch.Tensor) -> float:
-    """Mean cosine between the embeddings of different images (1: collapsed to one direction)."""
-    net.eval()
-    feats = F.normalize(torch.cat([net(normalise(b)) for b in images.split(256)]), dim=1)
-    net.train()
-    n = len(feats)
-    return round(float(((feats.sum(0) ** 2).sum() - n) / (n * (n - 1))), 4)
-
-
 def train(method: str, options: dict, epochs: int, images: torch.Tensor, labels: torch.Tensor,
           args: argparse.Namespace) -> dict:
     """Train one method from seed 0; kNN top-1 of its backbone before and after, loss per epoch."""
     torch.manual_seed(0)
     config = method_config(method, args.arch, args.image_size, **options)
     model = build_method(config)
-    views = transforms_for(config.crops)
-    steps = len(images) // args.batch_size
-    optimizer = build_optimizer(model, config, args.lr, args.batch_size)
-    schedule = build_schedule(optimizer, min(config.warmup_epochs, epochs / 10) * steps, epochs * steps,
-                              config.final_lr_ratio)
-    before, cosine_before = knn_top1(model.backbone, images, labels), mean_cosine(model.online, images)
+    before, cosine_before = knn_top1(model.backbone, images, labels), mean_cosine(embed(model.online, images))
     init = torch.nn.utils.parameters_to_vector(model.online.parameters()).detach().clone()
-    start, epoch_losses, init_share = time.perf_counter(), [], 1.0
-    for epoch in range(epochs):
-        model.set_epoch(epoch)
-        order, losses = torch.randperm(len(images)), []
-        for s in range(steps):
-            batch = images[order[s * args.batch_size:(s + 1) * args.batch_size]]
-            crops = [normalise(torch.stack([t(img) for img in batch])) for t in (views.t, views.t_plus)]
-            loss = model(crops).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            model.before_optimizer_step(epoch)
-            optimizer.step()
-            schedule.step()
-            model.after_step((epoch * steps + s + 1) / (epochs * steps))
-            init_share *= getattr(model, "m", config.momentum)  # EMA weight left on the target's initial parameters
-            losses.append(loss.item())
-        epoch_losses.append(round(sum(losses) / len(losses), 4))
-        print(f"{method} epoch {epoch}: loss {epoch_losses[-1]} (first step {losses[0]:.4f}, last {losses[-1]:.4f})",
-              flush=True)
-    minutes = round((time.perf_counter() - start) / 60, 2)
+    history = train_ssl(model, ViewPairs(images, config), Budget(epochs, args.batch_size, args.lr),
+                        on_epoch=lambda e, loss: print(f"{method} epoch {e}: loss {loss}", flush=True))
     after = knn_top1(model.backbone, images, labels)
-    result = {"options": options, "epochs": epochs, "steps": steps * epochs, "lr": args.lr or config.base_lr,
-              "minutes": minutes, "knn_top1_random_init": before, "knn_top1_after": after,
-              "delta": round(after - before, 4), "loss_per_epoch": epoch_losses,
+    result = {"options": options, "epochs": epochs, "steps": history.steps, "lr": args.lr or config.base_lr,
+              "minutes": history.minutes, "knn_top1_random_init": before, "knn_top1_after": after,
+              "delta": round(after - before, 4), "loss_per_epoch": history.loss_per_epoch,
               "embedding_mean_cosine_random_init": cosine_before,
-              "embedding_mean_cosine_after": mean_cosine(model.online, images)}
+              "embedding_mean_cosine_after": mean_cosine(embed(model.online, images))}
     if hasattr(model, "target"):  # how far the EMA target followed the online encoder from their common start
         online = torch.nn.utils.parameters_to_vector(model.online.parameters()).detach()
         target = torch.nn.utils.parameters_to_vector(model.target.parameters()).detach()
         result["target_moved_over_online_moved"] = round(float((target - init).norm() / (online - init).norm()), 4)
-        result["target_share_of_random_init"] = round(init_share, 4)
+        result["target_share_of_random_init"] = round(history.target_share_of_init, 4)
         result["target_knn_top1_after"] = knn_top1(model.target.net, images, labels)
     if config.method in ("mocov2", "swav"):  # the loss when logits (MoCo v2) or prototype scores (SwAV) are all equal
         result["loss_without_information"] = round(math.log(
             config.queue_size + 1 if config.method == "mocov2" else config.prototypes), 4)
-    print(f"{method}: kNN top-1 {before} -> {after} in {minutes} min", flush=True)
+    print(f"{method}: kNN top-1 {before} -> {after} in {history.minutes} min", flush=True)
     return result
 
 

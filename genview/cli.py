@@ -114,8 +114,18 @@ def cmd_gallery(args: argparse.Namespace) -> None:
     print(f"{len(rows)} images -> {args.out}")
 
 
+def cmd_make_synthetic(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from genview.synthetic import SyntheticSpec, write_image_folder
+
+    counts = {"train": args.train, "val": args.val}
+    n = write_image_folder(Path(args.out), args.seed, counts, SyntheticSpec(size=args.size))
+    print(f"{n} images in {args.out}/{{train,val}}/<class>/, foreground masks in {args.out}/masks/")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """The library's commands: fit-pca, generate-dataset (the service engine), gallery."""
+    """The library's commands: fit-pca, generate-dataset (the service engine), gallery, make-synthetic."""
     fit = sub.add_parser("fit-pca", help="fit (or import) an encoder's PCA foreground basis and publish it as the "
                          "default version: the operator's, read-only to tenants, used by those without their own")
     fit.add_argument("--encoder", choices=["generator", "scorer"], required=True)
@@ -159,3 +169,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     gallery.add_argument("--limit", type=int, default=32)
     gallery.add_argument("--thumb", type=int, default=160)
     gallery.set_defaults(func=cmd_gallery)
+
+    synth = sub.add_parser("make-synthetic", help="draw the seeded shapes benchmark into ImageFolder train/val splits")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--train", type=int, default=2000)
+    synth.add_argument("--val", type=int, default=500)
+    synth.add_argument("--size", type=int, default=32)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=cmd_make_synthetic)

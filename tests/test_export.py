@@ -115,3 +115,49 @@ def test_every_format_gets_the_same_file_mode(tmp_path):
              tmp_path / "hub/config.json"]
     modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
     assert len(set(modes.values())) == 1, modes
+
+
+def _method_checkpoint(tmp_path, stem: str, width: int):
+    """A trainer checkpoint (method_config + state) of a ResNet-18 with the given stem and base width."""
+    from trainer.methods import build_method, method_config
+
+    torch.manual_seed(2)
+    model = build_method(method_config("simclr", "resnet18", 32, stem=stem, width=width))
+    path = tmp_path / f"{stem}{width}.pt"
+    torch.save({"model": model.state_dict(), "epoch": 0, "method_config": model.config.to_dict()}, path)
+    return path
+
+
+def test_small_stem_loads_into_torchvision_and_timm_given_the_same_stem(tmp_path, capsys):
+    ckpt = _method_checkpoint(tmp_path, "small", 64)
+    main(["export", "--checkpoint", str(ckpt), "--format", "torchvision", "--out", str(tmp_path / "tv.pth")])
+    assert "model.maxpool = torch.nn.Identity()" in capsys.readouterr().out
+    reference = load_backbone(str(ckpt)).net.eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tv = torchvision.models.resnet18(weights=None)
+    tm = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    with pytest.raises(RuntimeError):  # the stock 7×7 stem cannot take the 3×3 weights
+        tv.load_state_dict(torch.load(tmp_path / "tv.pth"), strict=False)
+    tv.fc = torch.nn.Identity()
+    for model in (tv, tm):  # the recipe printed by the export
+        model.conv1 = torch.nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
+        model.maxpool = torch.nn.Identity()
+        model.load_state_dict(torch.load(tmp_path / "tv.pth"), strict=True)
+        with torch.no_grad():
+            assert (model.eval()(x) - reference(x)).abs().max() < 1e-5
+
+
+def test_formats_that_cannot_hold_the_backbone_refuse_it(tmp_path):
+    small = _method_checkpoint(tmp_path, "small", 64)
+    with pytest.raises(SystemExit, match="BasicStem"):
+        main(["export", "--checkpoint", str(small), "--format", "detectron2", "--out", str(tmp_path / "d2.pkl")])
+    narrow = _method_checkpoint(tmp_path, "small", 16)
+    for fmt in ("torchvision", "timm", "detectron2"):
+        with pytest.raises(SystemExit, match="width 16"):
+            main(["export", "--checkpoint", str(narrow), "--format", fmt, "--out", str(tmp_path / f"{fmt}.out")])
+    assert not list(tmp_path.glob("*.out")) and not (tmp_path / "d2.pkl").exists()
+    main(["export", "--checkpoint", str(narrow), "--format", "safetensors", "--out", str(tmp_path / "hub")])
+    config = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert (config["stem"], config["width"]) == ("small", 16)
+    rebuilt, _ = backbone(config["arch"], config["image_size"], stem=config["stem"], width=config["width"])
+    rebuilt.load_state_dict(load_file(tmp_path / "hub" / "model.safetensors"), strict=True)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from genview.method.losses import weighted_loss
 from genview.method.quality import (
     PairQuality,
     aggregate,
@@ -42,12 +43,12 @@ def test_foreground_map_min_max_per_image():
     assert torch.equal(foreground_map(p), expected)
 
 
-def test_foreground_map_constant_is_half_without_nan():
-    # max == min -> all 0.5; the second image is ordinary and must be unaffected
+def test_foreground_map_constant_is_zero_without_nan():
+    # max == min -> all 0 (official: (p - min) / (max - min + 1e-7)); the second image must be unaffected
     p = torch.tensor([[[7.0, 7.0], [7.0, 7.0]], [[0.0, 2.0], [4.0, 8.0]]])
     m = foreground_map(p)
     assert not torch.isnan(m).any()
-    assert torch.equal(m[0], torch.full((2, 2), 0.5))
+    assert torch.equal(m[0], torch.zeros(2, 2))
     assert torch.equal(m[1], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
 
 
@@ -72,18 +73,45 @@ def test_normalise_map_exact_values():
     assert torch.allclose(n.sum(dim=(-2, -1)), torch.ones(2))
 
 
-def test_normalise_map_all_zero_is_uniform():
-    # H*W = 4 -> 1/4 everywhere
+def test_normalise_map_all_zero_stays_zero():
+    # official: m / (sum + 1e-7) = 0 everywhere, never NaN
     n = normalise_map(torch.zeros(1, 2, 2))
-    assert not torch.isnan(n).any()
-    assert torch.equal(n, torch.full((1, 2, 2), 0.25))
+    assert torch.equal(n, torch.zeros(1, 2, 2))
 
 
-def test_constant_projection_gives_equal_quarter_maps():
-    # constant -> M^f = M^b = 0.5 everywhere -> both normalise to 1/4
+def test_constant_projection_gives_empty_foreground_and_uniform_background():
+    # constant -> M^f = 0, M^b = 1 everywhere -> normalised: 0 and 1/4
     fg = foreground_map(torch.full((1, 2, 2), 3.0))
-    assert torch.equal(normalise_map(fg), torch.full((1, 2, 2), 0.25))
+    assert torch.equal(normalise_map(fg), torch.zeros(1, 2, 2))
     assert torch.equal(normalise_map(background_map(fg)), torch.full((1, 2, 2), 0.25))
+
+
+def test_constant_map_gives_s_f_zero_as_the_official_code():
+    # F = [[(1,0), (0,1)], [(1,1), (2,0)]], F+ = [[(0,1), (0,1)], [(1,0), (1,0)]], projections constant:
+    #   z_f = 0 for both -> s_f = cos(0, 0) = 0
+    #   z_b = mean F = (1, 0.5), mean F+ = (0.5, 0.5) -> s_b = (0.75) / (sqrt(1.25) * sqrt(0.5)) = 0.9486833
+    #   q = s_f - s_b = -0.9486833
+    f = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [2.0, 0.0]]]])
+    f_plus = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]]]])
+    flat = torch.full((1, 2, 2), 5.0)
+    pq = score_pairs(f, f_plus, flat, flat)
+    assert pq.s_f.item() == 0.0
+    assert pq.s_b.item() == pytest.approx(0.75 / (1.25 ** 0.5 * 0.5 ** 0.5), abs=1e-6)
+    assert pq.q.item() == pytest.approx(-0.9486833, abs=1e-6)
+
+
+def test_non_finite_pair_gets_weight_zero_and_the_rest_renormalise():
+    # q = [0, ln 3, NaN, inf], gamma 1: finite pairs 1 : 3 -> n * softmax = 4 * (1/4, 3/4) = (1, 3); others 0
+    w = quality_weights(torch.tensor([0.0, math.log(3.0), math.nan, math.inf]))
+    assert torch.allclose(w, torch.tensor([1.0, 3.0, 0.0, 0.0]))
+    assert w.sum().item() == pytest.approx(4.0)
+
+
+def test_batch_without_a_finite_q_gives_nan_weights_and_a_skipped_step():
+    # every weight NaN -> the weighted loss is NaN -> the trainer's non-finite guard skips the step
+    w = quality_weights(torch.tensor([math.nan, -math.inf]))
+    assert torch.isnan(w).all()
+    assert not torch.isfinite(weighted_loss(torch.tensor([1.0, 2.0]), w))
 
 
 def test_aggregate_planted():

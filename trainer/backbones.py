@@ -1,4 +1,9 @@
-"""Backbones (torchvision ResNets, timm ViTs) with their classifier removed, MLP heads, EMA, channels_last."""
+"""Backbones (torchvision ResNets, timm ViTs) with their classifier removed, MLP heads, EMA, channels_last.
+
+ResNets come with the ImageNet stem (7×7 stride 2, max-pool) or the small-image stem of the CIFAR / Tiny ImageNet
+experiments (3×3 stride 1, no max-pool: `stem="small"`), and at torchvision's widths (64 base channels) or a
+narrower base (`width`, for CPU benchmarks); the module names and state_dict keys stay torchvision's.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ import torchvision
 from torch import nn
 
 ARCHS = ("resnet18", "resnet50", "vit_small", "vit_base")
+STEMS = ("imagenet", "small")
+Stem = Literal["imagenet", "small"]
+RESNET_WIDTH = 64  # torchvision's base width (channels of the stem and the first stage)
 LastBN = Literal["none", "plain", "scale"]
 
 
@@ -21,18 +29,62 @@ def arch_family(arch: str) -> str:
     return "vit" if arch.startswith("vit") else "resnet"
 
 
+class NarrowResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with every stage's width scaled by base/64 (same modules and key names)."""
+
+    def __init__(self, arch: str, base: int, zero_init_residual: bool):
+        self.base = base
+        block, layers = {"resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+                         "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3])}[arch]
+        super().__init__(block, layers, zero_init_residual=zero_init_residual)
+        self.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base)
+        self.fc = nn.Linear(self.inplanes, self.fc.out_features)  # inplanes: the last stage's output width
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
+        if planes == RESNET_WIDTH:  # the first stage: its input is the (narrow) stem
+            self.inplanes = self.base
+        return super()._make_layer(block, planes * self.base // RESNET_WIDTH, blocks, stride, dilate)
+
+
+def small_stem(net: torchvision.models.ResNet) -> None:
+    """The CIFAR / Tiny ImageNet stem in place: conv1 3×3 stride 1 (torchvision's init), no max-pool."""
+    net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+
+
+def resnet(arch: str, zero_init_residual: bool = False, stem: Stem = "imagenet",
+           width: int = RESNET_WIDTH) -> tuple[nn.Module, int]:
+    """A torchvision ResNet without its classifier and its feature width, with the given stem and base width."""
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose from {STEMS}")
+    if width == RESNET_WIDTH:
+        net = getattr(torchvision.models, arch)(weights=None, zero_init_residual=zero_init_residual)
+    elif width > 0 and width % 8 == 0:
+        net = NarrowResNet(arch, width, zero_init_residual)
+    else:
+        raise ValueError(f"ResNet base width must be a positive multiple of 8, not {width}")
+    if stem == "small":
+        small_stem(net)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
 def backbone(arch: str, image_size: int, zero_init_residual: bool = False, mocov3_vit: bool = False,
-             vit_heads: int | None = None) -> tuple[nn.Module, int]:
+             vit_heads: int | None = None, stem: Stem = "imagenet", width: int = RESNET_WIDTH) -> tuple[nn.Module, int]:
     """(feature extractor giving [B, D], D) for an architecture name, randomly initialised.
 
     zero_init_residual: the last BN of each residual block starts at γ = 0 (MoCo v3, SimSiam, BYOL, SimCLR).
     mocov3_vit: MoCo v3's ViT: fixed 2-D sin-cos position embedding and a frozen random patch projection.
+    stem, width: ResNets only (see `resnet`).
     """
     if arch_family(arch) == "resnet":
-        net = getattr(torchvision.models, arch)(weights=None, zero_init_residual=zero_init_residual)
-        dim = net.fc.in_features
-        net.fc = nn.Identity()
-        return net, dim
+        return resnet(arch, zero_init_residual, stem, width)
+    if stem != "imagenet" or width != RESNET_WIDTH:
+        raise ValueError(f"stem and width apply to ResNets, not {arch}")
     extra = {"num_heads": vit_heads} if vit_heads else {}
     net = timm.create_model(f"{arch}_patch16_224", pretrained=False, num_classes=0, img_size=image_size, **extra)
     if mocov3_vit:

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
-from trainer.backbones import ARCHS
+from trainer.backbones import ARCHS, STEMS
 from trainer.checkpoint import RunFolder
 from trainer.data import default_loader_workers
 from trainer.loggers import add_logger_argument
@@ -38,6 +38,7 @@ class RunConfig(BaseModel):
     no_quality: bool
     method: str
     arch: str
+    stem: str
     epochs: int
     batch_size: int
     image_size: int
@@ -82,7 +83,7 @@ class RunConfig(BaseModel):
 
     def method_config(self) -> MethodConfig:
         """The method's recipe for this run with --queue-size and the --method-option overrides on top."""
-        overrides = method_options(self.method_option)
+        overrides = {"stem": self.stem, **method_options(self.method_option)}
         if self.queue_size is not None:
             overrides["queue_size"] = self.queue_size
         return method_config(self.method, self.arch, self.image_size, epochs=self.epochs, **overrides)
@@ -128,6 +129,8 @@ def _recipe(p: argparse.ArgumentParser) -> None:
     """The method, its schedule and precision."""
     p.add_argument("--method", choices=METHODS, default="mocov3")
     p.add_argument("--arch", choices=ARCHS, default="resnet50")
+    p.add_argument("--stem", choices=STEMS, default="imagenet", help="ResNet stem; small: 3×3 stride 1, no max-pool "
+                   "(the CIFAR / Tiny ImageNet setup)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=256, help="global batch (split over ranks)")
     p.add_argument("--image-size", type=int, default=224)

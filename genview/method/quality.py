@@ -16,15 +16,13 @@ from torch import Tensor
 def foreground_map(projections: Tensor) -> Tensor:
     """Foreground map M^f: PCA projections min-max normalised per image to [0, 1].
 
-    A constant map (max == min) carries no foreground evidence and becomes all 0.5, so the
-    foreground and background maps are equal instead of NaN.
+    A constant map (max == min) carries no foreground evidence and becomes all 0 (background all 1),
+    as the official code's (p - min) / (max - min + 1e-7) gives, instead of NaN.
     """
     p = projections.float()
     lo = p.amin(dim=(-2, -1), keepdim=True)
     span = p.amax(dim=(-2, -1), keepdim=True) - lo
-    flat = span == 0
-    scaled = (p - lo) / torch.where(flat, torch.ones_like(span), span)
-    return torch.where(flat, torch.full_like(p, 0.5), scaled)
+    return (p - lo) / torch.where(span == 0, torch.ones_like(span), span)
 
 
 def background_map(fg_map: Tensor) -> Tensor:
@@ -33,12 +31,11 @@ def background_map(fg_map: Tensor) -> Tensor:
 
 
 def normalise_map(m: Tensor) -> Tensor:
-    """Map divided by its sum over (H, W) so it sums to 1; an all-zero map becomes uniform 1/(H*W)."""
+    """Map divided by its sum over (H, W) so it sums to 1; an all-zero map stays 0 (the official code's
+    m / (sum + 1e-7)): its aggregated feature is the zero vector, whose cosine with anything is 0."""
     m = m.float()
     total = m.sum(dim=(-2, -1), keepdim=True)
-    empty = total == 0
-    uniform = torch.full_like(m, 1.0 / (m.shape[-2] * m.shape[-1]))
-    return torch.where(empty, uniform, m / torch.where(empty, torch.ones_like(total), total))
+    return m / torch.where(total == 0, torch.ones_like(total), total)
 
 
 def aggregate(features: Tensor, weights: Tensor) -> Tensor:
@@ -57,9 +54,15 @@ def quality_score(s_f: Tensor, s_b: Tensor) -> Tensor:
 
 
 def quality_weights(q: Tensor, gamma: float = 1.0) -> Tensor:
-    """Loss weights w = n · softmax(γ q) over the batch (Eq. 13 times n, mean 1), detached."""
+    """Loss weights w = n · softmax(γ q) over the batch (Eq. 13 times n, mean 1), detached.
+
+    A pair whose q is not finite (NaN, ±inf) gets weight 0 and the finite pairs share the n (the loss keeps
+    its scale); a batch without any finite q gets NaN weights, so its loss is non-finite and the trainer's
+    non-finite guard skips the step.
+    """
     q = q.detach().float()
-    return q.shape[0] * torch.softmax(gamma * q, dim=0)
+    logits = torch.where(torch.isfinite(q), gamma * q, torch.full_like(q, -torch.inf))
+    return q.shape[0] * torch.softmax(logits, dim=0)
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,13 @@ def _run_protocol(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from trainer.eval.backbone import load_backbone
-    from trainer.export import export
+    from trainer.export import SMALL_STEM_RECIPE, export
 
-    for path in export(load_backbone(args.checkpoint), args.format, Path(args.out)):
+    loaded = load_backbone(args.checkpoint)
+    for path in export(loaded, args.format, Path(args.out)):
         print(path)
+    if loaded.stem == "small" and args.format in ("torchvision", "timm"):
+        print(SMALL_STEM_RECIPE)
 
 
 def _protocol_options(name: str, p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> EvalResult:
     start = time.perf_counter()
     device = dist.setup(args.device)
-    loaded = load_backbone(args.checkpoint, args.arch, args.image_size)
+    loaded = load_backbone(args.checkpoint, args.arch, args.image_size, args.stem)
     train, val = train_and_val(args.train, args.val, loaded.image_size, augment=False)
     net, dtype = loaded.net.to(device), torch.float16 if args.fp16_features else torch.float32
     per_rank = max(1, args.batch_size // dist.world_size())

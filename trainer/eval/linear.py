@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> EvalResult:
     start = time.perf_counter()
     device = dist.setup(args.device)
     torch.manual_seed(args.seed)
-    loaded = load_backbone(args.checkpoint, args.arch, args.image_size)
+    loaded = load_backbone(args.checkpoint, args.arch, args.image_size, args.stem)
     train, val = train_and_val(args.train, args.val, loaded.image_size, augment=True)
     net = loaded.net.to(device)
     model = Classifier(net, feature_width(net, loaded.image_size, device), len(train.images.classes),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from trainer.backbones import ARCHS
+from trainer.backbones import ARCHS, STEMS
 from trainer.data import default_loader_workers
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="trainer checkpoint (run folder's checkpoint.pt); omit for random init")
     p.add_argument("--arch", choices=ARCHS, default="resnet50", help="without --checkpoint: the architecture")
+    p.add_argument("--stem", choices=STEMS, default="imagenet", help="without --checkpoint: the ResNet stem "
+                   "(small: 3×3 stride 1, no max-pool, as for CIFAR / Tiny ImageNet)")
     p.add_argument("--image-size", type=int, default=224, help="without --checkpoint: the input size")
     p.add_argument("--train", required=True, help="labelled training images: root/<class>/…/image")
     p.add_argument("--val", required=True, help="labelled validation images with the same class folders")

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> EvalResult:
     start = time.perf_counter()
     device = dist.setup(args.device)
     torch.manual_seed(args.seed)
-    loaded = load_backbone(args.checkpoint, args.arch, args.image_size)
+    loaded = load_backbone(args.checkpoint, args.arch, args.image_size, args.stem)
     full = labelled_folder(args.train)
     chosen = read_subset(full, args.subset_file) if args.subset_file else balanced_subset(full, args.fraction,
                                                                                           args.seed)

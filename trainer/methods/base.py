@@ -34,7 +34,7 @@ class SSLMethod(nn.Module):
     def make_encoder(self, head_dims: list[int], **head) -> Encoder:
         """The config's backbone, then an MLP head from its width D through `head_dims` (0 stands for D)."""
         c = self.config
-        net, width = backbone(c.arch, c.image_size, c.zero_init_residual, c.mocov3_vit, c.vit_heads)
+        net, width = backbone(c.arch, c.image_size, c.zero_init_residual, c.mocov3_vit, c.vit_heads, c.stem, c.width)
         return Encoder(net, mlp([width, *(d or width for d in head_dims)], **head))
 
     @property

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from genview.training.augment import CropSpec, ViewAugment
-from trainer.backbones import arch_family
+from trainer.backbones import RESNET_WIDTH, Stem, arch_family
 
 Method = Literal["mocov2", "mocov3", "byol", "simsiam", "swav", "simclr"]
 METHODS: tuple[str, ...] = Method.__args__
@@ -31,6 +31,8 @@ class MethodConfig(BaseModel):
     fix_pred_lr: bool = Field(False, description="predictor at the initial lr, not scheduled (SimSiam)")
     # network
     zero_init_residual: bool = False
+    stem: Stem = Field("imagenet", description="ResNet stem: imagenet (7×7/2 + max-pool) or small (3×3/1, no pool)")
+    width: int = Field(RESNET_WIDTH, description="ResNet base width (64: torchvision's; narrower for CPU benches)")
     sync_bn: bool = Field(True, description="BN statistics over all ranks (SyncBatchNorm); MoCo v2 shuffles instead")
     mocov3_vit: bool = Field(False, description="frozen random patch projection, fixed sin-cos positions")
     vit_heads: int | None = None

@@ -1,0 +1,241 @@
+"""Do the six SSL methods learn? kNN and linear top-1 on the procedural shapes (genview/synthetic.py).
+
+Each method trains in-process from seed 0 with its recipe (optimizer, lr, schedule, views) plus the small-data
+options below, on the training split; the backbone's frozen features are scored on the validation split by
+weighted kNN (k = 20, cosine, training split as memory) and a linear probe, against the same network at random
+init, raw pixels, and the same network trained with labels. Loss per epoch and kNN every --knn-every epochs give
+the curves. Profiles: `cpu` (half-width ResNet-18 with the small stem, 2 cores), `gpu` (full width, 100 epochs,
+≤ 8 min on one H200), `quick` (a seconds-long smoke run of the same code).
+
+    python -m bench.methods_synthetic --profile cpu --out bench/results/methods_synthetic_cpu.json
+    python -m bench.methods_synthetic --profile gpu --out bench/results/methods_synthetic_gpu_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from bench.report import emit
+from bench.ssl_loop import (
+    Budget,
+    ViewPairs,
+    embed,
+    knn_top1,
+    linear_top1,
+    mean_cosine,
+    pixels,
+    train,
+)
+from genview.synthetic import SyntheticSpec, make_split
+from genview.training.augment import normalise
+from trainer.backbones import backbone
+from trainer.methods import METHODS, build_method, method_config
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Data size, network and budget of one benchmark configuration."""
+
+    train: int
+    val: int
+    size: int
+    width: int  # ResNet base width (64: torchvision's)
+    epochs: int
+    batch_size: int
+    workers: int
+    device: str
+    knn_every: int
+
+
+PROFILES = {
+    "cpu": Profile(train=1000, val=500, size=32, width=16, epochs=12, batch_size=64, workers=1, device="cpu",
+                   knn_every=3),
+    "gpu": Profile(train=5000, val=1000, size=32, width=64, epochs=100, batch_size=256, workers=12,
+                   device="cuda", knn_every=20),
+    "quick": Profile(train=256, val=128, size=32, width=16, epochs=1, batch_size=64, workers=0, device="cpu",
+                     knn_every=1),
+}
+EMA = "EMA momentum is per step: the recipe's (0.99–0.999) would leave the target near its init in a few hundred steps"
+SMALL_DATA: dict[str, dict] = {
+    "mocov2": {"options": {"momentum": 0.99, "queue_size": 1024},
+               "why": EMA + "; 1,024 keys (8 batches) instead of 65,536 > the training set"},
+    "mocov3": {"options": {"momentum": 0.99}, "why": EMA},
+    "byol": {"options": {"momentum": 0.99}, "why": EMA},
+    "simsiam": {"options": {}, "why": "recipe as is"},
+    "swav": {"options": {"prototypes": 30, "swav_queue_length": 0},
+             "why": "30 prototypes for 10 classes, not 3,000; frozen for the first epoch (ImageNet: 5,005 steps); "
+                    "no queue; no local crops (CPU)"},
+    "simclr": {"options": {}, "why": "recipe as is"},
+}
+
+
+class Labelled(Dataset):
+    """(crop + flip of an image, its label): the supervised reference's training views."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int):
+        self.images, self.labels = images, labels
+        self.augment = v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+                                   v2.RandomHorizontalFlip()])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.augment(self.images[index]), self.labels[index]
+
+
+def supervised_top1(arch: str, width: int, size: int, data: dict, budget: Budget) -> dict:
+    """The same network trained with labels (cross-entropy, SGD 0.1, cosine): val top-1 and its features' scores."""
+    torch.manual_seed(0)
+    net, dim = backbone(arch, size, stem="small", width=width)
+    model = torch.nn.Sequential(net, torch.nn.Linear(dim, 10)).to(budget.device)
+    loader = DataLoader(Labelled(*data["train"], size), batch_size=budget.batch_size, shuffle=True, drop_last=True,
+                        num_workers=budget.workers, persistent_workers=budget.workers > 0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, budget.epochs * len(loader))
+    device, start = torch.device(budget.device), time.perf_counter()
+    for _ in range(budget.epochs):
+        for x, y in loader:
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                loss = F.cross_entropy(model(normalise(x.to(device))).float(), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    with torch.no_grad():
+        val_images, val_labels = data["val"]
+        logits = torch.cat([model(normalise(b.to(device))).float().cpu() for b in val_images.split(512)])
+    return {"epochs": budget.epochs, "minutes": round((time.perf_counter() - start) / 60, 2),
+            "top1": round(float((logits.argmax(1) == val_labels).float().mean()), 4), **scores(net, data, budget.device)}
+
+
+def scores(net: torch.nn.Module, data: dict, device: str) -> dict:
+    """kNN and linear top-1 of a backbone's frozen features, and their mean cosine."""
+    train_f, val_f = embed(net, data["train"][0], device), embed(net, data["val"][0], device)
+    return {"knn_top1": knn_top1(train_f, data["train"][1], val_f, data["val"][1]),
+            "linear_top1": linear_top1(train_f, data["train"][1], val_f, data["val"][1]),
+            "mean_cosine": mean_cosine(val_f)}
+
+
+def run_method(method: str, options: dict, args: argparse.Namespace, profile: Profile, data: dict) -> dict:
+    """Train one method from seed 0; scores at random init and after, loss per epoch, kNN every few epochs."""
+    torch.manual_seed(0)
+    if method == "swav":  # the prototypes stay frozen for one epoch
+        options = {"freeze_prototypes_iters": profile.train // profile.batch_size, **options}
+    config = method_config(method, args.arch, profile.size, epochs=profile.epochs, stem="small",
+                           width=profile.width, **options)
+    model = build_method(config).to(profile.device)
+    before = scores(model.backbone, data, profile.device)
+    knn_curve: dict[int, float] = {0: before["knn_top1"]}
+
+    def log(epoch: int, loss: float) -> None:
+        line, epoch = f"{method} epoch {epoch}: loss {loss}", epoch + 1
+        if epoch % profile.knn_every == 0 and epoch < profile.epochs:
+            train_f = embed(model.backbone, data["train"][0], profile.device)
+            knn_curve[epoch] = knn_top1(train_f, data["train"][1], embed(model.backbone, data["val"][0],
+                                                                          profile.device), data["val"][1])
+            line += f", kNN {knn_curve[epoch]}"
+        print(line, flush=True)
+
+    budget = Budget(profile.epochs, profile.batch_size, args.lr, profile.workers, profile.device)
+    history = train(model, ViewPairs(data["train"][0], config), budget, on_epoch=log)
+    after = scores(model.backbone, data, profile.device)
+    knn_curve[profile.epochs] = after["knn_top1"]
+    result = {"options": options, "random_init": before, "trained": after,
+              "knn_gain": round(after["knn_top1"] - before["knn_top1"], 4), "knn_per_epoch": knn_curve,
+              **asdict(history)}
+    if method in ("mocov2", "swav"):  # the loss when every logit / prototype score is equal
+        result["loss_without_information"] = round(math.log(
+            config.queue_size + 1 if method == "mocov2" else config.prototypes), 4)
+    print(f"{method}: kNN {before['knn_top1']} -> {after['knn_top1']} in {history.minutes} min", flush=True)
+    return result
+
+
+def load_data(profile: Profile, seed: int, masks: bool = False) -> dict:
+    """The train and val splits as (uint8 images, labels) tensors; with `masks`, the training masks too."""
+    spec = SyntheticSpec(size=profile.size)
+    out = {}
+    for split, count in (("train", profile.train), ("val", profile.val)):
+        s = make_split(seed, split, count, spec)
+        out[split] = (torch.from_numpy(s.images), torch.from_numpy(s.labels))
+        if masks and split == "train":
+            out["masks"] = torch.from_numpy(s.masks)
+    return out
+
+
+def markdown(result: dict) -> str:
+    """The result as text tables: scores per method, then the loss and kNN curves."""
+    runs, sup = result["runs"], result["supervised"]
+    summary = (f"ResNet-18 (small stem, base width {result['profile']['width']}), {result['profile']['epochs']} "
+               f"epochs, batch {result['profile']['batch_size']}. Pixels: kNN {result['pixels']['knn_top1']}. "
+               f"Supervised ({sup['epochs']} epochs): top-1 {sup['top1']}, kNN {sup['knn_top1']}, "
+               f"linear {sup['linear_top1']}.")
+    lines = [f"# SSL methods on the procedural shapes ({result['data']})", "", summary, "",
+             "| method | kNN random init | kNN trained | gain | linear random init | linear trained | minutes |",
+             "|---|---|---|---|---|---|---|"]
+    for name, run in runs.items():
+        lines.append(f"| {name} | {run['random_init']['knn_top1']} | {run['trained']['knn_top1']} | "
+                     f"{run['knn_gain']:+.4f} | {run['random_init']['linear_top1']} | {run['trained']['linear_top1']} | "
+                     f"{run['minutes']} |")
+    lines += ["", "Loss per epoch, then kNN top-1 at the listed epochs:", ""]
+    for name, run in runs.items():
+        knn = ", ".join(f"{epoch}: {value}" for epoch, value in run["knn_per_epoch"].items())
+        lines += [f"- {name}: loss {run['loss_per_epoch']}", f"  kNN {{{knn}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def option(text: str) -> tuple[str, object]:
+    key, value = text.split("=", 1)
+    return key, json.loads(value)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=PROFILES, default="cpu")
+    ap.add_argument("--method", default="all", choices=("all", *METHODS))
+    ap.add_argument("--arch", default="resnet18", choices=("resnet18", "resnet50"))
+    ap.add_argument("--epochs", type=int, help="default: the profile's")
+    ap.add_argument("--lr", type=float, help="base lr per 256 (default: the recipe's)")
+    ap.add_argument("--set", type=option, action="append", default=[], help="MethodConfig option KEY=JSON")
+    ap.add_argument("--seed", type=int, default=0, help="data seed")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--out", help="JSON file; a .md twin with the tables and curves is written next to it")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile = replace(PROFILES[args.profile], epochs=args.epochs or PROFILES[args.profile].epochs)
+    data = load_data(profile, args.seed)
+    reference = replace(profile, epochs=2 * profile.epochs)  # labels: one view per image, twice the epochs
+    result = {"data": f"genview.synthetic seed {args.seed}: {profile.train} train / {profile.val} val at "
+                      f"{profile.size} px, 10 classes", "profile": asdict(profile), "arch": args.arch, "stem": "small",
+              "knn": "weighted kNN top-1 on the val split, k=20, cosine, tau=0.07, train split as memory",
+              "linear": "logistic regression on standardised frozen features, full-batch Adam, 300 steps",
+              "pixels": {"knn_top1": knn_top1(pixels(data["train"][0]), data["train"][1], pixels(data["val"][0]),
+                                              data["val"][1])},
+              "supervised": supervised_top1(args.arch, profile.width, profile.size, data, Budget(
+                  reference.epochs, reference.batch_size, None, reference.workers, reference.device)),
+              "runs": {}, "complete": False}
+    methods = METHODS if args.method == "all" else (args.method,)
+    for method in methods:
+        small = SMALL_DATA[method]
+        options = {**small["options"], **dict(args.set)}
+        result["runs"][method] = {"why": small["why"] if options == small["options"] else "given on the command line",
+                                  **run_method(method, options, args, profile, data)}
+        result["complete"] = len(result["runs"]) == len(methods)
+        emit(result, args.out, profile.device)  # after every method: a cut-short run keeps what it measured
+        if args.out:
+            Path(args.out).with_suffix(".md").write_text(markdown(result))
+
+if __name__ == "__main__":
+    main()

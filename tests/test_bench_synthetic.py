@@ -1,0 +1,58 @@
+"""The synthetic benchmarks' own machinery: false-positive pairs miss the object, and the benchmark script runs
+end to end in its quick profile (the code path of the CPU and GPU profiles)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench.methods_synthetic import PROFILES
+from bench.quality_synthetic import MISS, MaskedPairs, miss_rate, object_share
+from genview.synthetic import make_split
+from trainer.methods import method_config
+
+
+def _pairs(fp: float) -> MaskedPairs:
+    split = make_split(0, "train", 24)
+    config = method_config("simclr", "resnet18", 32)
+    return MaskedPairs(torch.from_numpy(split.images), torch.from_numpy(split.masks), config, fp)
+
+
+def test_false_positive_views_miss_the_object_and_score_minus_one():
+    torch.manual_seed(0)
+    pairs = _pairs(1.0)
+    missed = 0
+    for i in range(len(pairs)):
+        x1, x2, q = pairs[i]
+        assert x1.shape == x2.shape == (3, 32, 32) and x2.dtype == torch.uint8
+        missed += q <= -1.0 + 2 * MISS / object_share(pairs.masks[i])
+    assert missed >= 0.85 * len(pairs)  # the rest: the emptiest of 100 boxes around a large object
+    assert miss_rate(pairs.masks[:, 0], 32) >= 0.85
+
+
+def test_true_pairs_score_higher_than_false_ones():
+    torch.manual_seed(0)
+    clean = [_pairs(0.0)[i][2] for i in range(24)]
+    assert sum(clean) / len(clean) > 0.0 and max(clean) == 1.0
+
+
+def test_gpu_profile_is_the_full_network_for_100_epochs():
+    gpu = PROFILES["gpu"]
+    assert (gpu.device, gpu.width, gpu.epochs >= 100) == ("cuda", 64, True)
+
+
+@pytest.mark.slow
+def test_quick_profile_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, "-m", "bench.methods_synthetic", "--profile", "quick", "--method", "swav",
+                    "--threads", "1", "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    run = result["runs"]["swav"]
+    assert result["complete"] and result["env"]["commit"] and result["supervised"]["epochs"] == 2
+    assert set(run["random_init"]) == set(run["trained"]) == {"knn_top1", "linear_top1", "mean_cosine"}
+    assert run["options"]["freeze_prototypes_iters"] == 4 and run["loss_without_information"] > 0
+    assert "| swav |" in out.with_suffix(".md").read_text()
