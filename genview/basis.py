@@ -18,7 +18,7 @@ from genview.method.noise import NoisePolicy
 from genview.method.pca import PCABasis
 from genview.schemas import BasisVersion
 from genview.store import (DEFAULT_OWNER, ObjectNotFound, ObjectStore, basis_key, basis_version_key,
-                           basis_versions_prefix, current_basis_key)
+                           basis_versions_prefix, current_basis_key, legacy_basis_key)
 
 PER_IMAGE = "per-image"
 CACHED_BASES = 8  # basis versions a process keeps decoded
@@ -111,8 +111,16 @@ class BasisStore:
         own = self.own_current(owner)
         if own is not None:
             return own, "own" if owner != DEFAULT_OWNER else "default"
-        default = self.own_current(DEFAULT_OWNER)
+        default = self.own_current(DEFAULT_OWNER) or self._adopt_legacy()
         return default, "default" if default else None
+
+    def _adopt_legacy(self) -> str | None:
+        """A store written before basis versions: its one basis becomes the default version (once), or None."""
+        try:
+            data = self.store.get(legacy_basis_key(self.encoder_id))
+        except ObjectNotFound:
+            return None
+        return self.save(PCABasis.from_bytes(data), DEFAULT_OWNER)
 
     def current_id(self, owner: str) -> str | None:
         """The id of the basis `owner`'s requests use now (None: there is none)."""

@@ -148,6 +148,11 @@ def basis_key(encoder_id: str, basis_id: str) -> str:
     return validate_key(f"bases/{encoder_id}/{basis_id}.safetensors")
 
 
+def legacy_basis_key(encoder_id: str) -> str:
+    """Where releases before basis versions kept an encoder's one basis (adopted as the default version)."""
+    return validate_key(f"pca/{encoder_id}.safetensors")
+
+
 def basis_versions_prefix(owner: str, encoder_id: str) -> str:
     """The prefix below which `basis_version_key` records of `owner` live."""
     return f"tenants/{owner}/bases/{encoder_id}"

@@ -135,3 +135,13 @@ def test_a_fit_job_under_jobs_is_a_json_404_pointing_at_its_route(api):
     r = client.get(f"/jobs/{fit}", headers=A)
     assert r.status_code == 404 and r.json()["error"] == "unknown_job" and f"/basis/jobs/{fit}" in r.json()["detail"]
     assert client.get(f"/basis/jobs/{fit}", headers=A).json()["status"] == "queued"
+
+
+def test_a_store_from_before_basis_versions_serves_its_one_basis_as_the_default(api):
+    client, queue, store = api()
+    old = _basis(7)
+    store.put(f"pca/{ENCODER}.safetensors", old.to_bytes())  # where earlier releases kept the one basis
+    info = client.get("/basis", headers=A).json()
+    assert (info["basis_id"], info["source"], info["default_id"]) == (old.fingerprint, "default", old.fingerprint)
+    assert _generate(client, A, "auto").status_code == 202
+    assert BasisStore(store, ENCODER).own_current(DEFAULT_OWNER) == old.fingerprint  # adopted once, as a version
