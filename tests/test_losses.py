@@ -1,5 +1,4 @@
-"""Per-sample SSL losses (Eq. 2–4) and the weighted loss (Eq. 14), on small cases worked out by hand
-and against independent mean-reduced reference implementations."""
+"""Per-sample SSL losses (Eq. 2–4), the weighted loss (Eq. 14): hand-worked cases, independent mean references."""
 
 from __future__ import annotations
 
