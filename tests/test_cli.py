@@ -9,6 +9,7 @@ import pytest
 
 from genview.settings import Settings, package_version
 from services.cli import build_parser, startup_line
+from trainer.eval.cli import PROTOCOLS
 
 
 @pytest.mark.parametrize("argv, command", [
@@ -54,11 +55,14 @@ def test_service_help_lists_defaults_and_the_settings_it_reads(command, capsys):
         assert "(default: 127.0.0.1)" in text and "(default: GENVIEW_PORT, else 800" in text
 
 
-def test_the_command_tree_imports_no_torch():
-    code = ("import sys; from services.cli import build_parser; build_parser(); "
-            "assert not {'torch', 'fastapi', 'diffusers'} & set(sys.modules), sorted(sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("argv", [[], ["eval", "--help"], *(["eval", name, "--help"] for name in PROTOCOLS)])
+def test_the_command_tree_and_its_help_import_no_torch(argv):
+    code = ("import contextlib, sys; from services.cli import build_parser; parser = build_parser()\n"
+            "if sys.argv[1:]:\n    with contextlib.suppress(SystemExit): parser.parse_args(sys.argv[1:])\n"
+            "assert not {'torch', 'timm', 'fastapi', 'diffusers'} & set(sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert (not argv or "usage:" in done.stdout) and ("--train" in done.stdout) == (len(argv) == 3)
 
 
 def test_an_api_without_keys_serves_anonymously_only_on_loopback_or_on_purpose():

@@ -15,10 +15,8 @@ import torch
 import torchvision
 from torch import nn
 
-ARCHS = ("resnet18", "resnet50", "vit_small", "vit_base")
-STEMS = ("imagenet", "small")
-Stem = Literal["imagenet", "small"]
-RESNET_WIDTH = 64  # torchvision's base width (channels of the stem and the first stage)
+from trainer.defaults import ARCHS, RESNET_WIDTH, STEMS, Stem
+
 LastBN = Literal["none", "plain", "scale"]
 
 

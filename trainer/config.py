@@ -11,9 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from genview.method.noise import NoisePolicy, parse_noise_policy
-from trainer.backbones import ARCHS, STEMS
 from trainer.checkpoint import RunFolder
-from trainer.data import default_loader_workers
+from trainer.defaults import ARCHS, STEMS, default_loader_workers
 from trainer.loggers import add_logger_argument
 from trainer.methods import METHODS, MethodConfig, method_config
 from trainer.precision import DTYPES

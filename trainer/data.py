@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -12,11 +11,6 @@ from torch.utils.data import Dataset
 from genview.image_files import read_bytes, relative_to, require_images, source_root
 from genview.training.pairs import decode
 from trainer import dist
-
-
-def default_loader_workers(cap: int) -> int:
-    """Data loader processes by default: `cap`, but never more than the CPUs this process may use."""
-    return max(1, min(cap, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @dataclass

@@ -9,9 +9,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from genview.training.augment import normalise
 from trainer import dist
-
-KNN_KS = (20, 200)
-KNN_TEMPERATURE = 0.07
+from trainer.defaults import KNN_KS, KNN_TEMPERATURE
 
 
 def shard(n: int, rank: int, world: int) -> range:

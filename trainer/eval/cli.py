@@ -1,7 +1,7 @@
 """`genview eval linear|knn|semi` and `genview export` (also `python -m trainer.eval …`).
 
-A protocol's module (torch, the backbones) is imported only when that protocol is parsed, so the command tree
-and `genview eval --help` stay fast."""
+A protocol's options are torch-free (trainer/eval/options.py); its module (torch, the backbones) is imported only
+when the protocol runs, so the command tree and `genview eval <protocol> --help` stay fast."""
 
 from __future__ import annotations
 
@@ -27,10 +27,14 @@ def _protocol(name: str):
     return module
 
 
+def _docstring(name: str) -> str:
+    """A protocol module's docstring, read from its source without importing it."""
+    return ast.get_docstring(ast.parse(Path(__file__).with_name(f"{name}.py").read_text()))
+
+
 def _summary(name: str) -> str:
-    """The first line of a protocol module's docstring, read from its source without importing it."""
-    source = Path(__file__).with_name(f"{name}.py").read_text()
-    return ast.get_docstring(ast.parse(source)).splitlines()[0].replace("%", "%%")  # argparse %-formats help
+    """The first line of a protocol module's docstring."""
+    return _docstring(name).splitlines()[0].replace("%", "%%")  # argparse %-formats help
 
 
 def _run_protocol(args: argparse.Namespace) -> None:
@@ -57,9 +61,10 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _protocol_options(name: str, p: argparse.ArgumentParser) -> None:
-    module = _protocol(name)
-    p.description, p.formatter_class = module.__doc__, argparse.RawDescriptionHelpFormatter
-    module.add_arguments(p)
+    from trainer.eval.options import PROTOCOL_OPTIONS
+
+    p.description, p.formatter_class = _docstring(name), argparse.RawDescriptionHelpFormatter
+    PROTOCOL_OPTIONS[name](p)
     p.set_defaults(func=_run_protocol)
 
 

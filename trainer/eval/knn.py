@@ -10,16 +10,8 @@ import torch
 from trainer import dist
 from trainer.eval.backbone import load_backbone
 from trainer.eval.data import train_and_val
-from trainer.eval.options import add_common
 from trainer.eval.results import EvalResult, result, write_result
-from trainer.evaluate import KNN_KS, KNN_TEMPERATURE, extract_features, knn_topk, shard
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common(p)
-    p.add_argument("--k", type=int, nargs="+", default=list(KNN_KS))
-    p.add_argument("--temperature", type=float, default=KNN_TEMPERATURE)
-    p.add_argument("--fp16-features", action="store_true", help="hold the features in fp16 (half the memory)")
+from trainer.evaluate import extract_features, knn_topk, shard
 
 
 def run(args: argparse.Namespace) -> EvalResult:

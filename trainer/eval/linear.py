@@ -17,11 +17,8 @@ from trainer import dist
 from trainer.eval.backbone import load_backbone
 from trainer.eval.classify import Classifier, accuracy, feature_width, fit
 from trainer.eval.data import train_and_val
-from trainer.eval.options import add_common
+from trainer.eval.options import LINEAR_BASE_LR
 from trainer.eval.results import EvalResult, result, write_result
-
-BASE_LR = {"resnet": 0.1, "vit": 3.0}  # per 256 images (paper: 0.4 and 12 at batch 1024)
-EPOCHS = 90
 
 
 def head_optimizer(head: torch.nn.Linear, name: str, lr: float) -> torch.optim.Optimizer:
@@ -29,13 +26,6 @@ def head_optimizer(head: torch.nn.Linear, name: str, lr: float) -> torch.optim.O
     if name == "lars":
         return Lars([{"params": [head.weight], "always_adapt": True}, {"params": [head.bias]}], lr=lr, momentum=0.9)
     return torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common(p)
-    p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--lr", type=float, help="base lr per 256 images (default: 0.1 ResNet, 3.0 ViT)")
-    p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd")
 
 
 def run(args: argparse.Namespace) -> EvalResult:
@@ -48,7 +38,7 @@ def run(args: argparse.Namespace) -> EvalResult:
     model = Classifier(net, feature_width(net, loaded.image_size, device), len(train.images.classes),
                        frozen=True).to(device)
     family = "vit" if loaded.arch.startswith("vit") else "resnet"
-    base_lr = args.lr if args.lr is not None else BASE_LR[family]
+    base_lr = args.lr if args.lr is not None else LINEAR_BASE_LR[family]
     optimizer = head_optimizer(model.head, args.optimizer, base_lr * args.batch_size / 256)
     fit(model, optimizer, train, args.epochs, args.batch_size, device, args.workers, args.seed)
     scores = accuracy(model, val, device, args.batch_size, args.workers)

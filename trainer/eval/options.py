@@ -1,11 +1,21 @@
-"""Command-line options shared by the evaluation protocols."""
+"""Command-line options of the evaluation protocols (torch-free: `genview eval <protocol> --help` stays fast)."""
 
 from __future__ import annotations
 
 import argparse
 
-from trainer.backbones import ARCHS, STEMS
-from trainer.data import default_loader_workers
+from trainer.defaults import (
+    ARCHS,
+    KNN_KS,
+    KNN_TEMPERATURE,
+    STEMS,
+    default_loader_workers,
+)
+
+LINEAR_EPOCHS = 90
+LINEAR_BASE_LR = {"resnet": 0.1, "vit": 3.0}  # per 256 images (paper: 0.4 and 12 at batch 1024)
+SEMI_EPOCHS = 20
+SEMI_LRS = {0.01: (1e-5, 1.0), 0.1: (0.02, 0.2)}  # fraction → (backbone lr, head lr), per 256 images
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -22,3 +32,31 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="data loader processes per rank (default: 8, at most the CPU count)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_linear(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--epochs", type=int, default=LINEAR_EPOCHS)
+    p.add_argument("--lr", type=float, help="base lr per 256 images (default: 0.1 ResNet, 3.0 ViT)")
+    p.add_argument("--optimizer", choices=["sgd", "lars"], default="sgd")
+
+
+def add_knn(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--k", type=int, nargs="+", default=list(KNN_KS))
+    p.add_argument("--temperature", type=float, default=KNN_TEMPERATURE)
+    p.add_argument("--fp16-features", action="store_true", help="hold the features in fp16 (half the memory)")
+
+
+def add_semi(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    subset = p.add_mutually_exclusive_group(required=True)
+    subset.add_argument("--fraction", type=float, help="label fraction, e.g. 0.01 or 0.1 (class-balanced)")
+    subset.add_argument("--subset-file", help="list file: one training image per line (path below --train, "
+                        "or a bare file name as in the published ImageNet 1%%/10%% lists)")
+    p.add_argument("--epochs", type=int, default=SEMI_EPOCHS)
+    p.add_argument("--backbone-lr", type=float, help="per 256 images (default: by fraction, the paper's)")
+    p.add_argument("--head-lr", type=float, help="per 256 images (default: by fraction, the paper's)")
+
+
+PROTOCOL_OPTIONS = {"linear": add_linear, "knn": add_knn, "semi": add_semi}

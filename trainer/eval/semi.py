@@ -19,23 +19,9 @@ from trainer.data import EvalDataset
 from trainer.eval.backbone import load_backbone
 from trainer.eval.classify import Classifier, accuracy, feature_width, fit
 from trainer.eval.data import labelled_folder, train_transform
-from trainer.eval.options import add_common
+from trainer.eval.options import SEMI_LRS
 from trainer.eval.results import EvalResult, result, write_result
 from trainer.eval.subsets import balanced_subset, read_subset, write_subset
-
-EPOCHS = 20
-LRS = {0.01: (1e-5, 1.0), 0.1: (0.02, 0.2)}  # fraction → (backbone lr, head lr), per 256 images
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_common(p)
-    subset = p.add_mutually_exclusive_group(required=True)
-    subset.add_argument("--fraction", type=float, help="label fraction, e.g. 0.01 or 0.1 (class-balanced)")
-    subset.add_argument("--subset-file", help="list file: one training image per line (path below --train, "
-                        "or a bare file name as in the published ImageNet 1%%/10%% lists)")
-    p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--backbone-lr", type=float, help="per 256 images (default: by fraction, the paper's)")
-    p.add_argument("--head-lr", type=float, help="per 256 images (default: by fraction, the paper's)")
 
 
 def fine_tune_optimizer(model: Classifier, backbone_lr: float, head_lr: float) -> torch.optim.Optimizer:
@@ -58,7 +44,7 @@ def run(args: argparse.Namespace) -> EvalResult:
     if dist.rank() == 0:
         write_subset(full, chosen, list_file)
     fraction = args.fraction if args.fraction is not None else len(chosen) / len(full.paths)
-    default_bb, default_head = LRS[min(LRS, key=lambda f: abs(f - fraction))]
+    default_bb, default_head = SEMI_LRS[min(SEMI_LRS, key=lambda f: abs(f - fraction))]
     backbone_lr = args.backbone_lr if args.backbone_lr is not None else default_bb
     head_lr = args.head_lr if args.head_lr is not None else default_head
     train = EvalDataset(subset, train_transform(loaded.image_size))
