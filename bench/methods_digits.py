@@ -1,11 +1,15 @@
-"""Do the six SSL methods learn on scikit-learn digits? kNN top-1 of one encoder at random init and after training.
+"""A smoke test of the six SSL methods on scikit-learn digits: kNN top-1 of one encoder at random init and after.
+
+Digits cannot tell learning from initialisation (raw pixels kNN 0.98, a random ResNet-18 0.95): the evidence of
+learning is `bench/methods_synthetic.py` on the calibrated procedural shapes. This script only shows that every
+method runs end to end on real images.
 
 Trains each method in-process (no generated views, no quality weights) on the 1,797 digits at 32 px with the
 method's recipe (global crops, optimizer, schedule) plus its SMALL_SCALE options, and reports leave-one-out kNN
 top-1 (cosine, k=20, weighted) of the same backbone before and after, with the loss per epoch. SwAV's local
 crops are left out (CPU cost). `--set` adds MethodConfig options on top, `--recipe` drops SMALL_SCALE.
 
-    python -m bench.methods_digits --method all --out bench/results/methods_digits_cpu.json
+    python -m bench.methods_digits --method simclr --epochs 1
     python -m bench.methods_digits --method mocov2 --epochs 15 --set momentum=0.9 --set queue_size=256
 """
 
