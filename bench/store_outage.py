@@ -77,7 +77,8 @@ def scenario(workdir: Path, redis_url: str, model_cache: str, down_s: float = 20
     queue = RedisJobQueue(redis_url, "score")
 
     def submit(seed: int) -> httpx.Response:
-        return httpx.post(f"{base}/score/batch", content=_batch(seed), params={"timeout": "0.01"}, timeout=60)
+        return httpx.post(f"{base}/score/batch", content=_batch(seed), params={"timeout": "0.01", "basis": "per-image"},
+                          timeout=60)
 
     def statuses(ids: list[str]) -> dict[str, str]:
         return {job_id: queue.get(job_id).status for job_id in ids}

@@ -23,7 +23,7 @@ from services.tenancy import Ownership, basis_owner, inputs_scope
 SCORER_PREFIX = "/score"  # the scorer includes this router under it; the generator at the root
 
 FIT_RESPONSES = {202: {"model": FitJobDocument, "description": "the fit is queued (see Location)"},
-                 **error_responses(400, 404, 429, 503)}
+                 **error_responses(400, 404, 409, 429, 503)}
 router = APIRouter()
 
 
@@ -69,7 +69,7 @@ def basis_info(service: ServiceState, tenant: str) -> BasisInfo:
 
 def fit_job_of(body: FitBasisRequest, tenant: str, owners: Ownership, min_images: int) -> tuple[FitBasisJob, int]:
     """The queue payload of a basis fit and how many inputs it will use; 404 for a key that is not an input this
-    tenant uploaded, 422 `too_few_images` when fewer than `min_images` are there to fit on."""
+    tenant uploaded, 409 `too_few_images` when fewer than `min_images` are there to fit on."""
     for key in body.keys or []:
         if not (key.startswith("inputs/") and owners.may_see_key(tenant, validate_key(key))
                 and owners.store.exists(key)):
@@ -77,7 +77,7 @@ def fit_job_of(body: FitBasisRequest, tenant: str, owners: Ownership, min_images
     scope = inputs_scope(tenant)
     images = len(set(body.keys)) if body.keys else min(body.num, len(candidate_inputs(owners.store, scope)))
     if images < min_images:
-        raise ApiError(422, "too_few_images", str(too_few_images(images, min_images)).removeprefix("too_few_images: "))
+        raise ApiError(409, "too_few_images", str(too_few_images(images, min_images)).removeprefix("too_few_images: "))
     job = FitBasisJob(num=body.num, keys=body.keys, tenant=scope, owner=basis_owner(tenant), min_images=min_images)
     return job, images
 
@@ -134,7 +134,7 @@ async def fit_basis(request: Request, service: Owner, tenant: Tenant, body: FitB
 
     A queued job that one of the service's workers runs; poll `…/basis/jobs/{job_id}`. Once done the version
     is your current basis (requests accepted before keep theirs). Fewer than `GENVIEW_MIN_FIT_IMAGES` inputs:
-    422 `too_few_images`."""
+    409 `too_few_images` (the request is valid; the stored inputs are too few)."""
     return await submit_fit(service, tenant, body, f"{service_prefix(request)}/basis/jobs")
 
 

@@ -175,7 +175,7 @@ def test_adaptive_without_a_basis_is_409_and_says_how_to_fit_one(tmp_path):
     assert r.status_code == 409 and r.json()["error"] == "basis_required"
     assert "POST /basis/fit" in r.json()["detail"] and "auto:per-image" in r.json()["detail"]
     empty = client.post("/basis/fit", json={"num": 4, "keys": None})  # nothing stored to fit on
-    assert empty.status_code == 422 and empty.json()["error"] == "too_few_images", empty.text
+    assert empty.status_code == 409 and empty.json()["error"] == "too_few_images", empty.text
     client.post("/inputs", files={"image": ("x.png", png_bytes(seed=3), "image/png")})
     fit = client.post("/basis/fit", json={"num": 4, "keys": None})
     assert fit.status_code == 202 and fit.json()["images"] == 1

@@ -71,7 +71,7 @@ def test_an_integral_number_is_a_fit_count(gen):
         assert client.post("/inputs", files={"image": ("x.png", data, "image/png")}).status_code == 201
     answer = client.post("/basis/fit", json={"num": 3.0})  # JSON Schema's integer takes 3.0
     # a count, not a type error: refused only because 2 inputs are fewer than GENVIEW_MIN_FIT_IMAGES
-    assert answer.status_code == 422 and answer.json()["error"] == "too_few_images", answer.text
+    assert answer.status_code == 409 and answer.json()["error"] == "too_few_images", answer.text
     assert client.post("/basis/fit", json={"num": True}).json()["error"] != "too_few_images"
 
 

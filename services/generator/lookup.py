@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from genview.method.noise import POLICY_PATTERN
 from genview.queue import DONE
 from genview.schemas import GenerationJobDocument
 from services.auth import Tenant
@@ -26,7 +27,7 @@ class LookupQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the image file's bytes (lower case)")
-    noise_policy: str = Field("auto", max_length=100, description=POLICY_HELP)
+    noise_policy: str = Field("auto", pattern=POLICY_PATTERN, description=POLICY_HELP)
     num_views: int = Field(1, ge=1, le=8)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     steps: int = Field(20, ge=1, le=200)
