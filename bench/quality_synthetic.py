@@ -2,7 +2,8 @@
 
 On the procedural shapes (genview/synthetic.py), a fraction of the pairs is made false positive: the second
 view is a crop that misses the object (at most 2% of its pixels are object). The same method, seeds and budget
-train three arms: `clean` (no false positives, plain loss), `fp_plain` (false positives, plain loss) and
+(`bench.methods_synthetic`'s recipe, small-data options and profile) train three arms: `clean` (no false
+positives, plain loss), `fp_plain` (false positives, plain loss) and
 `fp_oracle` (false positives, each pair weighted by Eq. 13, w = n·softmax(γ q), with an oracle q from the masks:
 q = 2·min(c₁, c₂) − 1, c = the view's object share over the image's, capped at 1; −1 for a crop without the
 object, +1 when both views hold at least the image's share). The project's scorer q (CLIP tokens, PCA basis)
@@ -22,12 +23,18 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from bench.methods_synthetic import PROFILES, load_data, scores
+from bench.methods_synthetic import (
+    PROFILES,
+    SMALL_DATA,
+    bench_config,
+    load_data,
+    scores,
+)
 from bench.report import emit
 from bench.ssl_loop import Budget, train
 from genview.method.quality import quality_weights
 from genview.training.augment import transforms_for
-from trainer.methods import build_method, method_config
+from trainer.methods import build_method
 
 MISS = 0.02  # a false-positive crop has at most this share of object pixels
 FP_SCALE = (0.03, 0.25)  # its area as a share of the image
@@ -94,8 +101,7 @@ def miss_rate(masks: torch.Tensor, size: int) -> float:
 def run_arm(name: str, fp: float, gamma: float | None, args: argparse.Namespace, profile, data: dict) -> dict:
     """One arm from seed 0; gamma None: the plain loss."""
     torch.manual_seed(0)
-    config = method_config(args.method, "resnet18", profile.size, epochs=profile.epochs, stem="small",
-                           width=profile.width)
+    config = bench_config(args.method, "resnet18", profile, SMALL_DATA[args.method]["options"])
     model = build_method(config).to(profile.device)
     pairs = MaskedPairs(data["train"][0], data["masks"], config, fp)
     budget = Budget(profile.epochs, profile.batch_size, None, profile.workers, profile.device)

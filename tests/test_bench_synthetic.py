@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from bench.methods_synthetic import PROFILES
+from bench.methods_synthetic import PROFILES, SMALL_DATA, bench_config
 from bench.quality_synthetic import MISS, MaskedPairs, miss_rate, object_share
 from genview.synthetic import make_split
 from trainer.methods import method_config
@@ -43,6 +43,13 @@ def test_true_pairs_score_higher_than_false_ones():
 def test_gpu_profile_is_the_full_network_for_100_epochs():
     gpu = PROFILES["gpu"]
     assert (gpu.device, gpu.width, gpu.epochs >= 100) == ("cuda", 64, True)
+
+
+def test_cpu_profile_crops_at_least_its_crop_scale_for_every_view():
+    cpu = PROFILES["cpu"]
+    config = bench_config("simclr", "resnet18", cpu, SMALL_DATA["simclr"]["options"])
+    assert config.crops.t.scale == config.crops.t_plus.scale == (cpu.crop_scale, 1.0) and cpu.crop_scale > 0.08
+    assert config.base_lr == 4.0 and config.crops.t.jitter == method_config("simclr", "resnet18", 32).crops.t.jitter
 
 
 @pytest.mark.slow
