@@ -66,6 +66,7 @@ class WandbLogger:
 
     def close(self) -> None:
         self.run.finish()
+        self.wandb.teardown()  # stop the wandb service now, not in an atexit hook that fails once it has gone
 
 
 class MlflowLogger:
