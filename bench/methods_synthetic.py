@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -215,6 +217,20 @@ def option(text: str) -> tuple[str, object]:
     return key, json.loads(value)
 
 
+def run_task(task: str, args: argparse.Namespace, profile: Profile) -> dict:
+    """One task of the run in this process: the supervised reference or one method (its data made here)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_data(profile, args.seed)
+    if task == "supervised":  # labels: one view per image, twice the epochs
+        return supervised_top1(args.arch, profile.width, profile.size, data, Budget(
+            2 * profile.epochs, profile.batch_size, None, profile.workers, profile.device))
+    small = SMALL_DATA[task]
+    options = {**small["options"], **dict(args.set)}
+    return {"why": small["why"] if options == small["options"] else "given on the command line",
+            **run_method(task, options, args, profile, data)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=PROFILES, default="cpu")
@@ -224,33 +240,35 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="base lr per 256 (default: the recipe's)")
     ap.add_argument("--set", type=option, action="append", default=[], help="MethodConfig option KEY=JSON")
     ap.add_argument("--seed", type=int, default=0, help="data seed")
-    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--threads", type=int, help="torch CPU threads per process")
+    ap.add_argument("--jobs", type=int, default=1, help="methods trained at once, one process each")
     ap.add_argument("--out", help="JSON file; a .md twin with the tables and curves is written next to it")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     profile = replace(PROFILES[args.profile], epochs=args.epochs or PROFILES[args.profile].epochs)
     data = load_data(profile, args.seed)
-    reference = replace(profile, epochs=2 * profile.epochs)  # labels: one view per image, twice the epochs
+    methods = METHODS if args.method == "all" else (args.method,)
     result = {"data": f"genview.synthetic seed {args.seed}: {profile.train} train / {profile.val} val at "
                       f"{profile.size} px, 10 classes", "profile": asdict(profile), "arch": args.arch, "stem": "small",
               "knn": "weighted kNN top-1 on the val split, k=20, cosine, tau=0.07, train split as memory",
               "linear": "logistic regression on standardised frozen features, full-batch Adam, 300 steps",
+              "jobs": args.jobs, "threads_per_job": args.threads,
               "pixels": {"knn_top1": knn_top1(pixels(data["train"][0]), data["train"][1], pixels(data["val"][0]),
                                               data["val"][1])},
-              "supervised": supervised_top1(args.arch, profile.width, profile.size, data, Budget(
-                  reference.epochs, reference.batch_size, None, reference.workers, reference.device)),
-              "runs": {}, "complete": False}
-    methods = METHODS if args.method == "all" else (args.method,)
-    for method in methods:
-        small = SMALL_DATA[method]
-        options = {**small["options"], **dict(args.set)}
-        result["runs"][method] = {"why": small["why"] if options == small["options"] else "given on the command line",
-                                  **run_method(method, options, args, profile, data)}
-        result["complete"] = len(result["runs"]) == len(methods)
-        emit(result, args.out, profile.device)  # after every method: a cut-short run keeps what it measured
-        if args.out:
-            Path(args.out).with_suffix(".md").write_text(markdown(result))
+              "supervised": None, "runs": {}, "complete": False}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_task, task, args, profile): task for task in ("supervised", *methods)}
+        for future in as_completed(futures):
+            task = futures[future]
+            if task == "supervised":
+                result["supervised"] = future.result()
+            else:
+                result["runs"][task] = future.result()
+            result["runs"] = {m: result["runs"][m] for m in methods if m in result["runs"]}
+            result["complete"] = result["supervised"] is not None and len(result["runs"]) == len(methods)
+            emit(result, args.out, profile.device)  # after every task: a cut-short run keeps what it measured
+            if args.out and result["supervised"] is not None:
+                Path(args.out).with_suffix(".md").write_text(markdown(result))
+
 
 if __name__ == "__main__":
     main()

@@ -56,10 +56,10 @@ def test_cpu_profile_crops_at_least_its_crop_scale_for_every_view():
 def test_quick_profile_writes_json_and_markdown(tmp_path):
     out = tmp_path / "r.json"
     subprocess.run([sys.executable, "-m", "bench.methods_synthetic", "--profile", "quick", "--method", "swav",
-                    "--threads", "1", "--out", str(out)], check=True, capture_output=True, timeout=300)
+                    "--threads", "1", "--jobs", "2", "--out", str(out)], check=True, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     run = result["runs"]["swav"]
-    assert result["complete"] and result["env"]["commit"] and result["supervised"]["epochs"] == 2
+    assert result["complete"] and result["env"]["commit"] and result["supervised"]["epochs"] == 2 and result["jobs"] == 2
     assert set(run["random_init"]) == set(run["trained"]) == {"knn_top1", "linear_top1", "mean_cosine"}
     assert run["options"]["freeze_prototypes_iters"] == 4 and run["loss_without_information"] > 0
     assert "| swav |" in out.with_suffix(".md").read_text()
