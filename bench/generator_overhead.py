@@ -5,10 +5,12 @@ called directly in this process — decode, `ViewGenerator.generate` (fitted bas
 foreground-map encoding. Service: `genview generator-api` and one `genview generator-worker` process at the
 default settings (batch wait included), a private redis-server and a file:// store; one client, `wait=true`.
 
-The breakdown splits each service request at the job's own timestamps (submission, completion): the API before
-the queue, queue + worker (less the direct model work), and the way back (completion notice and response);
-the store's durable commit and the input write are also timed alone on the same store. Cache hits — by content
-(`GET /views/lookup`, no upload) and by upload (`POST /generate`) — against `/healthz`, in alternating rounds.
+`added_median_of_pairs_ms` is the median of (service − direct) over the interleaved pairs: the load drift that
+moves the two p50s apart on a shared VM cancels within a pair. The breakdown splits each service request at the
+job's own timestamps (submission, completion): the API before the queue, queue + worker (less the direct model
+work), and the way back (completion notice and response); the store's durable commit and the input write are
+also timed alone on the same store. Cache hits — by content (`GET /views/lookup`, no upload) and by upload
+(`POST /generate`) — against `/healthz`, in alternating rounds.
 
     python -m bench.generator_overhead --out bench/results/generator_overhead_cpu.json
 """
@@ -181,6 +183,7 @@ def measure(args, work: Path, cache: str, store_url: str) -> dict:
         "size": args.size, "direct": percentiles(d), "service": percentiles(s),
         "added_p50_ms": 1000 * (float(np.percentile(s, 50)) - float(np.percentile(d, 50))),
         "added_p99_ms": 1000 * (float(np.percentile(s, 99)) - float(np.percentile(d, 99))),
+        "added_median_of_pairs_ms": 1000 * float(np.median(np.subtract(s, d))),  # each request less its direct twin
         "service_over_direct_p50": float(np.percentile(s, 50) / np.percentile(d, 50)),
         "breakdown_median": {**medians_ms(split), **medians_ms(parts)},
         "median_of_rounds": rates, "rounds": runs,

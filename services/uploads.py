@@ -42,10 +42,10 @@ async def spool_body(request: Request) -> SpooledTemporaryFile:
     return body
 
 
-async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:
-    """Run decoding/resizing `fn(*args)` in a worker thread; any image-library error becomes a 400 JSON answer."""
+def decoded(fn: Callable[..., T], *args, field: str = "image") -> T:
+    """`fn(*args)`, decoding/resizing image bytes, with any image-library error turned into a 400 JSON answer."""
     try:
-        return await anyio.to_thread.run_sync(fn, *args)
+        return fn(*args)
     except (ImageRejected, ApiError):
         raise
     except MemoryError as exc:
@@ -55,9 +55,19 @@ async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:
         raise ApiError(400, "undecodable_image", f"{field} could not be decoded ({type(exc).__name__})") from exc
 
 
+async def image_work(fn: Callable[..., T], *args, field: str = "image") -> T:
+    """`decoded(fn, *args)` in a worker thread."""
+    return await anyio.to_thread.run_sync(lambda: decoded(fn, *args, field=field))
+
+
+def checked_image(data: bytes, settings: Settings, field: str = "image") -> None:
+    """400/413/415 unless `data` is an image within the pixel limit that decodes safely (blocking: off the loop)."""
+    decoded(validate_image, data, settings.max_pixels, field=field)
+
+
 async def check_image(data: bytes, settings: Settings, field: str = "image") -> None:
-    """400/413/415 unless `data` is an image within the pixel limit that decodes safely."""
-    await image_work(validate_image, data, settings.max_pixels, field=field)
+    """`checked_image` in a worker thread."""
+    await anyio.to_thread.run_sync(checked_image, data, settings, field)
 
 
 async def accept_image(upload: UploadFile, settings: Settings, field: str = "image") -> tuple[bytes, str]:

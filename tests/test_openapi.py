@@ -98,7 +98,8 @@ def test_schemathesis_finds_no_server_error_and_no_failure(api_process, tmp_path
 def test_generate_takes_noise_policy_and_marks_the_old_name_deprecated(tmp_path):
     spec = TestClient(generator_app(_settings(tmp_path), MemoryJobQueue("g"), ObjectStore(f"file://{tmp_path}/s"))).get(
         "/openapi.json").json()
-    body = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
-    fields = spec["components"]["schemas"][body.rsplit("/", 1)[1]]["properties"]
+    body = spec["paths"]["/generate"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    fields = body["properties"]
+    assert body["required"] == ["image"] and fields["image"]["type"] == "string"
     assert "noise_policy" in fields and fields["noise_level"].get("deprecated") is True
     assert "deprecated" in fields["noise_level"]["description"]

@@ -6,40 +6,34 @@ With API keys a tenant only finds inputs it owns: any other answers 404, as an a
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
-from genview.method.noise import POLICY_PATTERN
 from genview.queue import DONE
 from genview.schemas import GenerationJobDocument
 from services.auth import Tenant
 from services.errors import GUARDED, ApiError, error_responses
-from services.generator.routes import (POLICY_HELP, cache_job_id, cheap_here, document, fresh_result, json_response,
+from services.generator.form import GenerationFields, field_problems
+from services.generator.routes import (cache_job_id, cheap_here, document, fresh_result, json_response,
                                        off_loop_unless_cheap, request_params, request_policy)
+from services.limits import given_twice
 from services.state import Generator, ServiceState
 
 LOOKUP = "/views/lookup"  # included before `/views/{key:path}`, which would take it for a view key
 router = APIRouter(tags=["generate"], responses=GUARDED)
 
 
-class LookupQuery(BaseModel):
+class LookupQuery(GenerationFields):
     """The input's SHA-256 and the `POST /generate` fields it would be sent with."""
 
     model_config = ConfigDict(extra="forbid")
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the image file's bytes (lower case)")
-    noise_policy: str = Field("auto", pattern=POLICY_PATTERN, description=POLICY_HELP)
-    num_views: int = Field(1, ge=1, le=8)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    steps: int = Field(20, ge=1, le=200)
-    guidance_scale: float = Field(10.0, ge=0.0, le=50.0)
-    prompt: str = Field("", max_length=1000)
-    size: int = Field(512, ge=16, le=2048, description="output side in pixels (square)")
 
 
 def lookup_document(service: ServiceState, tenant: str, query: LookupQuery) -> GenerationJobDocument | None:
     """The finished document of the query's (input, parameters) if stored and visible to `tenant`, else None."""
-    policy = request_policy(query.noise_policy, None)
-    params = request_params(service, tenant, policy, query.model_dump(exclude={"sha256", "noise_policy"}))
+    policy = request_policy("noise_policy", query.noise_policy)
+    params = request_params(service, tenant, policy, query.params_fields())
     if not service.owners.owns(tenant, query.sha256):
         return None
     result = fresh_result(service.store, query.sha256, params)
@@ -60,15 +54,11 @@ def query_parameters() -> list[dict]:
 def parse_query(request: Request) -> LookupQuery:
     """The query string as a LookupQuery; 422 `invalid_parameters` naming each bad field (a repeated one too)."""
     params = request.query_params
-    repeated = sorted({k for k in params.keys() if len(params.getlist(k)) > 1})
+    given_twice((k for k, _ in params.multi_items()), params.keys())
     try:
-        if repeated:
-            raise ApiError(422, "invalid_parameters",
-                           [{"field": k, "message": "given more than once"} for k in repeated])
         return LookupQuery.model_validate(dict(params))
     except ValidationError as exc:
-        raise ApiError(422, "invalid_parameters", [{"field": ".".join(map(str, e["loc"])) or "query",
-                                                    "message": e["msg"]} for e in exc.errors()]) from None
+        raise ApiError(422, "invalid_parameters", field_problems(exc)) from None
 
 
 @router.get(LOOKUP, response_model=GenerationJobDocument, responses=error_responses(404, 409),

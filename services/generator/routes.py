@@ -7,11 +7,11 @@ import re
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from genview.basis import uses_fitted_basis
-from genview.method.noise import MAX_NOISE_LEVEL, POLICY_PATTERN, NoisePolicy, parse_noise_policy
+from genview.method.noise import NoisePolicy, parse_noise_policy
 from genview.queue import DONE, TERMINAL, Job
 from genview.schemas import GENERATE, GenerateJob, GenerationJobDocument, GenerationParams, GenerationResult, to_queue
 from genview.store import ObjectNotFound, ObjectStore, input_key, sha256_hex, view_key_at, view_meta_key
@@ -19,17 +19,12 @@ from genview.view_encoding import MEDIA_TYPES, media_type
 from services.auth import PUBLIC, Tenant
 from services.basis_routes import required_basis
 from services.errors import GUARDED, ApiError, error_responses, public_error
+from services.generator.form import form_body, read_generate_form
 from services.jobs import check_capacity
-from services.limits import single_valued_form
 from services.state import Generator, ServiceState
-from services.uploads import check_image, read_upload
+from services.uploads import checked_image
 
 ACCEPTED = {202: {"model": GenerationJobDocument, "description": "accepted, not finished yet (see Location)"}}
-POLICY_HELP = (f"'auto' (adaptive, Eq. 8; needs a fitted basis), 'auto:per-image', 'random', 'constant:L' or "
-               f"0–{MAX_NOISE_LEVEL}")
-DEPRECATED_LEVEL = ("deprecated name of `noise_policy` (accepted for one release; `noise_policy` wins when both are "
-                    "sent)")
-MAX_SEED = 2**53 - 1  # the largest integer every JSON client (IEEE doubles) carries exactly
 router = APIRouter(tags=["generate"], responses=GUARDED)
 
 
@@ -148,9 +143,10 @@ def submit(service: ServiceState, tenant: str, sha: str, params: GenerationParam
 
 
 def queue_upload(service: ServiceState, tenant: str, sha: str, data: bytes, params: GenerationParams) -> Job:
-    """Record the tenant, check the queue's capacity, store the input and queue its job, in one thread hop. The
-    input is written without fsync: it has to outlive its job only, and the worker refuses a copy that a crash
-    cut short (by its hash); an input meant to last (`POST /inputs`) is written durably."""
+    """Check the image, record the tenant, check the queue's capacity, store the input and queue its job, in one
+    thread hop. The input is written without fsync: it has to outlive its job only, and the worker refuses a copy
+    that a crash cut short (by its hash); an input meant to last (`POST /inputs`) is written durably."""
+    checked_image(data, service.settings)
     service.owners.record(tenant, sha)
     check_capacity(service.queue, service.settings)
     service.store.put(input_key(sha), data, durable=False)
@@ -180,29 +176,20 @@ def cached_document(service: ServiceState, tenant: str, job_id: str) -> Generati
     return document(service, job_id, DONE, result, cached=True)
 
 
-def request_policy(noise_policy: str | None, noise_level: str | None):
-    """The request's noise policy, parsed once (from `noise_policy`, or its deprecated name `noise_level`)."""
-    field, text = ("noise_policy", noise_policy) if noise_policy is not None else ("noise_level", noise_level)
+def request_policy(field: str, text: str) -> NoisePolicy:
+    """The request's noise policy, parsed once from the text of `field` (`noise_policy`, or its deprecated name)."""
     try:
-        return parse_noise_policy("auto" if text is None else text)
+        return parse_noise_policy(text)
     except ValueError as exc:
         raise ApiError(422, "invalid_parameters", [{"field": field, "message": str(exc)}]) from exc
 
 
-@router.post("/generate", response_model=GenerationJobDocument, dependencies=[Depends(single_valued_form)],
-             responses={**ACCEPTED, **error_responses(400, 409, 415, 429, 503)})
+@router.post("/generate", response_model=GenerationJobDocument, openapi_extra=form_body(),
+             responses={**ACCEPTED, **error_responses(400, 409, 413, 415, 429, 503)})
 async def generate(
+    request: Request,
     service: Generator,
     tenant: Tenant,
-    image: Annotated[UploadFile, File(description="PNG, JPEG or WebP")],
-    noise_policy: Annotated[str, Form(pattern=POLICY_PATTERN, description=f"{POLICY_HELP} (default 'auto')")] = None,
-    noise_level: Annotated[str, Form(pattern=POLICY_PATTERN, deprecated=True, description=DEPRECATED_LEVEL)] = None,
-    num_views: Annotated[int, Form(ge=1, le=8)] = 1,
-    seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
-    steps: Annotated[int, Form(ge=1, le=200)] = 20,
-    guidance_scale: Annotated[float, Form(ge=0.0, le=50.0)] = 10.0,
-    prompt: Annotated[str, Form(max_length=1000)] = "",
-    size: Annotated[int, Form(ge=16, le=2048, description="output side in pixels (square)")] = 512,
     wait: Annotated[bool, Query(description="wait for the result")] = False,
     timeout: Annotated[float, Query(gt=0, description="seconds to wait when wait=true")] = 60.0,
 ):
@@ -212,16 +199,14 @@ async def generate(
     with the job document and a `Location` to poll. An adaptive request uses your current basis version as
     of now (later fits do not change it) and is a 409 `basis_required` when there is none (fit one with
     `POST /basis/fit` or `genview fit-pca`, or ask for `noise_policy=auto:per-image`)."""
-    policy = request_policy(noise_policy, noise_level)
-    settings = service.settings
-    data = await read_upload(image, settings.max_upload_bytes, "image")
-    fields = dict(num_views=num_views, seed=seed, steps=steps, guidance_scale=guidance_scale, prompt=prompt, size=size)
+    data, form = await read_generate_form(request, service.settings.max_upload_bytes)
+    policy = request_policy(*form.policy_text())
     cheap = cheap_here(service, len(data)) and tenant == PUBLIC  # a tenant's hit may record it: a durable write
-    sha, params, cached = await off_loop_unless_cheap(cheap, lookup, service, tenant, data, policy, fields)
+    sha, params, cached = await off_loop_unless_cheap(cheap, lookup, service, tenant, data, policy,
+                                                      form.params_fields())
     if cached is not None:  # these exact bytes were checked when they were first accepted
         service.metrics.cache_hit()
         return json_response(document(service, cache_job_id(sha, params), DONE, cached, cached=True))
-    await check_image(data, settings)
     job = await anyio.to_thread.run_sync(queue_upload, service, tenant, sha, data, params)
     if wait and job.status not in TERMINAL:
         job = await service.waiter.wait(job.job_id, timeout) or job
