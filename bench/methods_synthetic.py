@@ -4,10 +4,11 @@ Each method trains in-process from seed 0 with its recipe (optimizer, lr, schedu
 options below, on the training split; the backbone's frozen features are scored on the validation split by
 weighted kNN (k = 20, cosine, training split as memory) and a linear probe, against the same network at random
 init, raw pixels, and the same network trained with labels. Loss per epoch and kNN every --knn-every epochs give
-the curves. Profiles: `cpu` (quarter-width ResNet-18 with the small stem, 500 images × 80 epochs, crops ≥ 30%;
-2 cores), `gpu` (full width, 100 epochs, ≤ 8 min on one H200), `quick` (a seconds-long smoke run of the same code).
+the curves. Profiles: `cpu` (quarter-width ResNet-18 with the small stem, 500 images × 240 epochs, crops ≥ 30%;
+about an hour on 2 cores with `--jobs 2 --threads 1`), `gpu` (full width, 100 epochs, ≤ 8 min on one H200),
+`quick` (a seconds-long smoke run of the same code).
 
-    python -m bench.methods_synthetic --profile cpu --out bench/results/methods_synthetic_cpu.json
+    python -m bench.methods_synthetic --profile cpu --jobs 2 --threads 1 --out bench/results/methods_synthetic_cpu.json
     python -m bench.methods_synthetic --profile gpu --out bench/results/methods_synthetic_gpu_h200.json
 """
 
@@ -53,6 +54,7 @@ class Profile:
     size: int
     width: int  # ResNet base width (64: torchvision's)
     epochs: int
+    supervised_epochs: int  # the reference trained with labels (one view per image)
     batch_size: int
     workers: int
     device: str
@@ -61,28 +63,37 @@ class Profile:
 
 
 PROFILES = {
-    # 500 images × 80 epochs (560 steps) and crops of ≥ 30% of the image: SimCLR learns (probes in
-    # bench/results/methods_synthetic_probes_cpu.md); 1,000 images × 12 epochs with 8% crops did not
-    "cpu": Profile(train=500, val=500, size=32, width=16, epochs=80, batch_size=64, workers=1, device="cpu",
-                   knn_every=20, crop_scale=0.3),
-    "gpu": Profile(train=5000, val=1000, size=32, width=64, epochs=100, batch_size=256, workers=12,
-                   device="cuda", knn_every=20),
-    "quick": Profile(train=256, val=128, size=32, width=16, epochs=1, batch_size=64, workers=0, device="cpu",
-                     knn_every=1, crop_scale=0.3),
+    # 500 images and crops of ≥ 30% of the image: SimCLR learns in 80 epochs (560 steps), MoCo v2 needs 240 (probes
+    # in bench/results/methods_synthetic_probes_cpu.md); 1,000 images × 12 epochs with 8% crops did not
+    "cpu": Profile(train=500, val=500, size=32, width=16, epochs=240, supervised_epochs=160, batch_size=64, workers=1,
+                   device="cpu", knn_every=40, crop_scale=0.3),
+    "gpu": Profile(train=5000, val=1000, size=32, width=64, epochs=100, supervised_epochs=100, batch_size=256,
+                   workers=12, device="cuda", knn_every=20),
+    "quick": Profile(train=256, val=128, size=32, width=16, epochs=1, supervised_epochs=2, batch_size=64, workers=0,
+                     device="cpu", knn_every=1, crop_scale=0.3),
 }
 EMA = "EMA momentum is per step: the recipe's (0.99–0.999) would leave the target near its init in a few hundred steps"
+PROBES = "(methods_synthetic_probes_cpu.md)"
 SMALL_DATA: dict[str, dict] = {
-    "mocov2": {"options": {"momentum": 0.99, "queue_size": 1024},
-               "why": EMA + "; 1,024 keys (8 batches) instead of 65,536 > the training set"},
-    "mocov3": {"options": {"momentum": 0.99}, "why": EMA},
-    "byol": {"options": {"momentum": 0.99}, "why": EMA},
-    "simsiam": {"options": {}, "why": "recipe as is"},
+    "mocov2": {"options": {"momentum": 0.99, "queue_size": 256, "base_lr": 0.3},
+               "why": EMA + "; 256 keys (4 batches): a queue longer than the 500-image set holds each image's own "
+                      "older keys as negatives (1,024 keys: +0.022 kNN in 560 steps); SGD base lr 0.3, not 0.03 "
+                      "(+0.030 at 560 steps, +0.178 at 1,680) " + PROBES},
+    "mocov3": {"options": {"momentum": 0.99, "temperature": 0.2, "base_lr": 4.0, "hidden": 1024},
+               "why": EMA + "; τ 0.2 (its ViT value), not 1.0, which barely moves in 560 steps; LARS base lr 4.0 as "
+                      "SimCLR (+0.052 in 560 steps at τ 0.2); projector and predictor hidden 1,024, a quarter of "
+                      "4,096 like the quarter-width backbone " + PROBES},
+    "byol": {"options": {"momentum": 0.99, "base_lr": 2.0, "hidden": 1024, "pred_hidden": 1024},
+             "why": EMA + "; LARS base lr 2.0, not 0.2; hidden 1,024, a quarter of 4,096 like the quarter-width "
+                    "backbone (at 2.0 with 4,096: +0.002 in 560 steps) " + PROBES},
+    "simsiam": {"options": {}, "why": "recipe as is (lr 0.5: +0.016 in 560 steps; heads at a quarter width: no "
+                                      "better) " + PROBES},
     "swav": {"options": {"prototypes": 30, "swav_queue_length": 0},
              "why": "30 prototypes for 10 classes, not 3,000; frozen for the first epoch (ImageNet: 5,005 steps); "
-                    "no queue; no local crops (CPU)"},
+                    "no queue (a 384-feature queue from epoch 5 at lr 4.0 also ends at ln 30); no local crops (CPU)"},
     "simclr": {"options": {"base_lr": 4.0},
                "why": "LARS base lr 4.0 per 256, not the recipe's 0.3: in 560 CPU steps kNN gains +0.080 at 0.3, "
-                      "+0.156 at 1.0, +0.276 at 2.0, +0.428 at 4.0 (methods_synthetic_probes_cpu.md)"},
+                      "+0.156 at 1.0, +0.276 at 2.0, +0.428 at 4.0 " + PROBES},
 }
 
 
@@ -222,9 +233,9 @@ def run_task(task: str, args: argparse.Namespace, profile: Profile) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_data(profile, args.seed)
-    if task == "supervised":  # labels: one view per image, twice the epochs
+    if task == "supervised":
         return supervised_top1(args.arch, profile.width, profile.size, data, Budget(
-            2 * profile.epochs, profile.batch_size, None, profile.workers, profile.device))
+            profile.supervised_epochs, profile.batch_size, None, profile.workers, profile.device))
     small = SMALL_DATA[task]
     options = {**small["options"], **dict(args.set)}
     return {"why": small["why"] if options == small["options"] else "given on the command line",
