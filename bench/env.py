@@ -16,15 +16,19 @@ LIBRARIES = ("torch", "diffusers", "transformers", "open_clip_torch", "torchvisi
 
 
 def _commit() -> str:
-    """HEAD of the repository, with '+dirty' when the working tree has changes."""
+    """HEAD of the repository, with '+dirty' when tracked files other than the benchmarks' own results differ."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)bench/results"], cwd=REPO, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+COMMIT = _commit()  # at start: a long run records the code it ran, not what HEAD became while it ran
 
 
 def _version(name: str) -> str | None:
@@ -44,7 +48,7 @@ def device_name(device: torch.device | str) -> str:
 
 def environment(device: torch.device | str) -> dict:
     """What a result depends on, read from the machine (never typed by hand)."""
-    return {"commit": _commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    return {"commit": COMMIT, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "device": device_name(device), "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "python": platform.python_version(),

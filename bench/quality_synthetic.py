@@ -9,7 +9,7 @@ q = 2·min(c₁, c₂) − 1, c = the view's object share over the image's, capp
 object, +1 when both views hold at least the image's share). The project's scorer q (CLIP tokens, PCA basis)
 is not an arm: with the tiny random-weight presets it is meaningless, and the real encoder needs a GPU.
 
-    python -m bench.quality_synthetic --out bench/results/quality_synthetic_cpu.json
+    python -m bench.quality_synthetic --epochs 80 --threads 1 --out bench/results/quality_synthetic_cpu.json
 """
 
 from __future__ import annotations
