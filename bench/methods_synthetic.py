@@ -147,14 +147,18 @@ def scores(net: torch.nn.Module, data: dict, device: str) -> dict:
 
 
 def bench_config(method: str, arch: str, profile: Profile, options: dict) -> MethodConfig:
-    """The method's recipe with the small stem, the profile's width, the given options and the profile's crop scale."""
+    """The method's recipe with the small stem, the profile's width and crop scale, and the given options; an
+    option `views` (ViewAugment fields) changes both global views."""
+    options = dict(options)
+    views = {**({"scale": (profile.crop_scale, 1.0)} if profile.crop_scale else {}), **options.pop("views", {})}
     config = method_config(method, arch, profile.size, epochs=profile.epochs, stem="small", width=profile.width,
                            **options)
-    if profile.crop_scale is None:
+    if not views:
         return config
-    scale = {"scale": (profile.crop_scale, 1.0)}
-    views = {v: getattr(config.crops, v).model_copy(update=scale) for v in ("t", "t_plus")}
-    return config.model_copy(update={"crops": config.crops.model_copy(update=views)})
+    crops = config.crops
+    changed = {v: type(getattr(crops, v)).model_validate({**getattr(crops, v).model_dump(), **views})
+               for v in ("t", "t_plus")}
+    return config.model_copy(update={"crops": crops.model_copy(update=changed)})
 
 
 def run_method(method: str, options: dict, args: argparse.Namespace, profile: Profile, data: dict) -> dict:

@@ -63,3 +63,12 @@ def test_quick_profile_writes_json_and_markdown(tmp_path):
     assert set(run["random_init"]) == set(run["trained"]) == {"knn_top1", "linear_top1", "mean_cosine"}
     assert run["options"]["freeze_prototypes_iters"] == 4 and run["loss_without_information"] > 0
     assert "| swav |" in out.with_suffix(".md").read_text()
+
+
+def test_views_option_changes_both_global_views_and_keeps_the_profiles_crop_scale():
+    cpu = PROFILES["cpu"]
+    options = {"prototypes": 30, "views": {"jitter": [0, 0, 0, 0], "grayscale_p": 0.0}}
+    config = bench_config("swav", "resnet18", cpu, options)
+    for view in (config.crops.t, config.crops.t_plus):
+        assert view.jitter == (0, 0, 0, 0) and view.grayscale_p == 0.0 and view.scale == (cpu.crop_scale, 1.0)
+    assert config.prototypes == 30 and "views" in options  # the caller's options are left as they were
