@@ -73,17 +73,22 @@ class Leases:
         self._thread.join()
 
 
-def handle_safely(queue: JobQueue, handle: Callable[[list[Delivery]], None], batch: list[Delivery]) -> None:
-    """Run `handle`; if it raises, fail (retry) each delivery. Never raises, even with the queue down."""
+def handle_safely(queue: JobQueue, handle: Callable[[list[Delivery]], None], batch: list[Delivery]) -> bool:
+    """Run `handle`; if it raises, fail (retry) each delivery. Never raises, even with the queue down; False when
+    the outcome of some delivery could not be recorded (the queue is down: the worker must resume it)."""
     try:
         handle(batch)
     except Exception as exc:  # a handler bug must not lose the batch
         log.exception("handler failed on a batch of %d", len(batch))
+        recorded = True
         for delivery in batch:
             try:
                 queue.fail(delivery, f"{type(exc).__name__}: {exc}")
-            except Exception:  # the queue is down too: the job is redelivered once its lease runs out
+            except Exception:  # the queue is down too: resumed once it answers (`run_worker`)
                 log.exception("could not record the failure of job %s", delivery.job_id)
+                recorded = False
+        return recorded
+    return True
 
 
 def touch(path: str) -> None:
@@ -123,9 +128,11 @@ def run_worker(queue: JobQueue, handle: Callable[[list[Delivery]], None], consum
     def start(batch: list[Delivery]) -> Future:
         def run() -> None:
             try:
-                handle_safely(queue, handle, batch)
+                recorded = handle_safely(queue, handle, batch)
             finally:
                 leases.release(batch)
+            if not recorded:  # resume them even if the queue answers again by the next claim (released first)
+                outage.set()
         return pool.submit(run)
 
     running: Future | None = None
