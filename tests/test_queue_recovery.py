@@ -18,48 +18,61 @@ from services.worker_loop import run_worker
 VISIBILITY_S = 600.0  # far longer than the test may wait: only a resume can finish the job in time
 
 
+class OutageWorker:
+    """A private Redis with AOF and one worker whose first computation of a job completes while Redis is down."""
+
+    def __init__(self, tmp_path, consumer: str):
+        self.server = RedisServer(tmp_path)
+        self.server.start()
+        self.queue = RedisJobQueue(self.server.url, "recovery", visibility_timeout_s=VISIBILITY_S, retry_backoff_s=0)
+        self.started, self.redis_down, self.gave_up, self.stop = (threading.Event() for _ in range(4))
+        self.deliveries: list[int] = []
+        self.worker = threading.Thread(target=run_worker, args=(self.queue, self.handle, consumer, 1, 0, self.stop))
+
+    def handle(self, batch: list[Delivery]) -> None:
+        for delivery in batch:
+            self.deliveries.append(delivery.deliveries)
+            first = delivery.deliveries == 1
+            try:
+                if first:  # the first computation ends while Redis is down: its outcome is lost
+                    self.started.set()
+                    self.redis_down.wait(60)
+                self.queue.complete(delivery, {"try": delivery.deliveries})
+            finally:
+                if first:
+                    self.gave_up.set()
+
+    def crash_during_first_computation(self) -> str:
+        """Submit a job and SIGKILL Redis while the worker computes it; the job's id."""
+        self.worker.start()
+        job_id, _ = self.queue.submit({"n": 1})
+        assert self.started.wait(60)
+        self.server.crash()
+        self.redis_down.set()
+        return job_id
+
+    def close(self) -> None:
+        self.stop.set()
+        self.worker.join(60)
+        self.queue.close()
+        self.server.stop()
+
+
 @pytest.mark.slow
 def test_a_job_whose_outcome_was_lost_in_an_outage_is_resumed_at_once_and_counted(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    queue = RedisJobQueue(server.url, "recovery", visibility_timeout_s=VISIBILITY_S, retry_backoff_s=0)
-    started, redis_down, gave_up = threading.Event(), threading.Event(), threading.Event()
-    deliveries: list[int] = []
-
-    def handle(batch: list[Delivery]) -> None:
-        for delivery in batch:
-            deliveries.append(delivery.deliveries)
-            if delivery.deliveries == 1:  # the first computation ends while Redis is down: its outcome is lost
-                started.set()
-                redis_down.wait(60)
-                try:
-                    queue.complete(delivery, {"try": 1})
-                finally:
-                    gave_up.set()
-            else:
-                queue.complete(delivery, {"try": delivery.deliveries})
-
-    stop = threading.Event()
-    worker = threading.Thread(target=run_worker, args=(queue, handle, "recovery@test:1", 1, 0, stop))
-    worker.start()
+    run = OutageWorker(tmp_path, "recovery@test:1")
     try:
-        job_id, _ = queue.submit({"n": 1})
-        assert started.wait(60)
-        server.crash()
-        redis_down.set()
-        assert gave_up.wait(60)
-        server.start()  # same port, same append-only file: the job is still pending for this worker
-        job = queue.wait(job_id, 120)
+        job_id = run.crash_during_first_computation()
+        assert run.gave_up.wait(60)
+        run.server.start()  # same port, same append-only file: the job is still pending for this worker
+        job = run.queue.wait(job_id, 120)
         assert job is not None and job.status == DONE, job
-        assert job.result == {"try": 2} and deliveries == [1, 2]
-        assert queue.recomputed() == 1
-        scrape = generate_latest(ServiceMetrics("scorer", {"recovery": queue}).registry).decode()
+        assert job.result == {"try": 2} and run.deliveries == [1, 2]
+        assert run.queue.recomputed() == 1
+        scrape = generate_latest(ServiceMetrics("scorer", {"recovery": run.queue}).registry).decode()
         assert 'genview_jobs_recomputed{queue="recovery"} 1.0' in scrape
     finally:
-        stop.set()
-        worker.join(60)
-        queue.close()
-        server.stop()
+        run.close()
 
 
 class _RestartOnLostOutcome(logging.Handler):
@@ -78,38 +91,16 @@ class _RestartOnLostOutcome(logging.Handler):
 
 @pytest.mark.slow
 def test_an_outcome_lost_while_the_queue_was_down_is_resumed_even_if_the_next_claim_succeeds(tmp_path):
-    server = RedisServer(tmp_path)
-    server.start()
-    queue = RedisJobQueue(server.url, "recovery", visibility_timeout_s=VISIBILITY_S, retry_backoff_s=0)
-    started, redis_down = threading.Event(), threading.Event()
-    deliveries: list[int] = []
-    restarter = _RestartOnLostOutcome(server)
+    run = OutageWorker(tmp_path, "recovery@test:2")
+    restarter = _RestartOnLostOutcome(run.server)
     logger = logging.getLogger("services.worker_loop")
     logger.addHandler(restarter)
-
-    def handle(batch: list[Delivery]) -> None:
-        for delivery in batch:
-            deliveries.append(delivery.deliveries)
-            if delivery.deliveries == 1:  # completes while Redis is down: raises, and so does the worker's fail()
-                started.set()
-                redis_down.wait(60)
-            queue.complete(delivery, {"try": delivery.deliveries})
-
-    stop = threading.Event()
-    worker = threading.Thread(target=run_worker, args=(queue, handle, "recovery@test:2", 1, 0, stop))
-    worker.start()
     try:
-        job_id, _ = queue.submit({"n": 1})
-        assert started.wait(60)
-        server.crash()
-        redis_down.set()
+        job_id = run.crash_during_first_computation()
         assert restarter.restarted.wait(60)
-        job = queue.wait(job_id, 60)  # far less than the visibility timeout: only a resume finishes it
+        job = run.queue.wait(job_id, 60)  # far less than the visibility timeout: only a resume finishes it
         assert job is not None and job.status == DONE, job
-        assert job.result == {"try": 2} and deliveries == [1, 2]
+        assert job.result == {"try": 2} and run.deliveries == [1, 2]
     finally:
         logger.removeHandler(restarter)
-        stop.set()
-        worker.join(60)
-        queue.close()
-        server.stop()
+        run.close()
