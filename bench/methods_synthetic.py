@@ -60,17 +60,23 @@ class Profile:
     device: str
     knn_every: int
     crop_scale: float | None = None  # smallest crop area of every method's two views; None: each recipe's
+    hue: float | None = None  # hue jitter of every method's two views; None: each recipe's
+    # the calibration bound (the classes are learnable: ≥ 0.90 top-1 with labels) on a larger labelled split of the
+    # same generator, (images, epochs); None: the supervised reference on the training split is that bound
+    calibration: tuple[int, int] | None = None
 
 
 PROFILES = {
     # 500 images and crops of ≥ 30% of the image: SimCLR learns in 80 epochs (560 steps), MoCo v2 needs 240 (probes
-    # in bench/results/methods_synthetic_probes_cpu.md); 1,000 images × 12 epochs with 8% crops did not
+    # in bench/results/methods_synthetic_probes_cpu.md); 1,000 images × 12 epochs with 8% crops did not. Hue 0.5 (the
+    # whole colour circle): the shapes' hues are uniform random, so a recipe's 0.1–0.2 leaves each image's hue a
+    # shortcut its two views share (MoCo v3 +0.052 → +0.166, BYOL +0.002 → +0.080 kNN in 560 steps)
     "cpu": Profile(train=500, val=500, size=32, width=16, epochs=240, supervised_epochs=160, batch_size=64, workers=1,
-                   device="cpu", knn_every=40, crop_scale=0.3),
+                   device="cpu", knn_every=40, crop_scale=0.3, hue=0.5, calibration=(2000, 60)),
     "gpu": Profile(train=5000, val=1000, size=32, width=64, epochs=100, supervised_epochs=100, batch_size=256,
-                   workers=12, device="cuda", knn_every=20),
+                   workers=12, device="cuda", knn_every=20, hue=0.5),
     "quick": Profile(train=256, val=128, size=32, width=16, epochs=1, supervised_epochs=2, batch_size=64, workers=0,
-                     device="cpu", knn_every=1, crop_scale=0.3),
+                     device="cpu", knn_every=1, crop_scale=0.3, hue=0.5, calibration=(512, 1)),
 }
 EMA = "EMA momentum is per step: the recipe's (0.99–0.999) would leave the target near its init in a few hundred steps"
 PROBES = "(methods_synthetic_probes_cpu.md)"
@@ -81,13 +87,15 @@ SMALL_DATA: dict[str, dict] = {
                       "(+0.030 at 560 steps, +0.178 at 1,680) " + PROBES},
     "mocov3": {"options": {"momentum": 0.99, "temperature": 0.2, "base_lr": 4.0, "hidden": 1024},
                "why": EMA + "; τ 0.2 (its ViT value), not 1.0, which barely moves in 560 steps; LARS base lr 4.0 as "
-                      "SimCLR (+0.052 in 560 steps at τ 0.2); projector and predictor hidden 1,024, a quarter of "
+                      "SimCLR (+0.052 in 560 steps at τ 0.2, +0.166 with hue 0.5); projector and predictor hidden 1,024, a quarter of "
                       "4,096 like the quarter-width backbone " + PROBES},
-    "byol": {"options": {"momentum": 0.99, "base_lr": 2.0, "hidden": 1024, "pred_hidden": 1024},
-             "why": EMA + "; LARS base lr 2.0, not 0.2; hidden 1,024, a quarter of 4,096 like the quarter-width "
-                    "backbone (at 2.0 with 4,096: +0.002 in 560 steps) " + PROBES},
-    "simsiam": {"options": {}, "why": "recipe as is (lr 0.5: +0.016 in 560 steps; heads at a quarter width: no "
-                                      "better) " + PROBES},
+    "byol": {"options": {"momentum": 0.99, "base_lr": 4.0, "hidden": 1024, "pred_hidden": 1024},
+             "why": EMA + "; LARS base lr 4.0, not 0.2 (with hue 0.5: +0.104 kNN in 560 steps, +0.080 at 2.0; at 2.0 "
+                    "with the recipe's hue 0.1: +0.002); hidden 1,024, a quarter of 4,096 like the quarter-width "
+                    "backbone " + PROBES},
+    "simsiam": {"options": {"base_lr": 2.0},
+                "why": "SGD base lr 2.0, not 0.05 (with hue 0.5: +0.168 kNN in 560 steps, +0.080 at 1.0, +0.026 at "
+                       "0.2, +0.014 at 0.05; the recipe's hue 0.1 at 0.5: +0.016) " + PROBES},
     "swav": {"options": {"prototypes": 30, "swav_queue_length": 0},
              "why": "30 prototypes for 10 classes, not 3,000; frozen for the first epoch (ImageNet: 5,005 steps); "
                     "no queue (a 384-feature queue from epoch 5 at lr 4.0 also ends at ln 30); no local crops (CPU)"},
@@ -95,6 +103,9 @@ SMALL_DATA: dict[str, dict] = {
                "why": "LARS base lr 4.0 per 256, not the recipe's 0.3: in 560 CPU steps kNN gains +0.080 at 0.3, "
                       "+0.156 at 1.0, +0.276 at 2.0, +0.428 at 4.0 " + PROBES},
 }
+
+
+REFERENCES = ("supervised", "calibration")  # trained with labels: on the training split; on the calibration split
 
 
 class Labelled(Dataset):
@@ -147,18 +158,18 @@ def scores(net: torch.nn.Module, data: dict, device: str) -> dict:
 
 
 def bench_config(method: str, arch: str, profile: Profile, options: dict) -> MethodConfig:
-    """The method's recipe with the small stem, the profile's width and crop scale, and the given options; an
-    option `views` (ViewAugment fields) changes both global views."""
+    """The method's recipe with the small stem, the profile's width, crop scale and hue jitter, and the given
+    options; an option `views` (ViewAugment fields) changes both global views."""
     options = dict(options)
     views = {**({"scale": (profile.crop_scale, 1.0)} if profile.crop_scale else {}), **options.pop("views", {})}
     config = method_config(method, arch, profile.size, epochs=profile.epochs, stem="small", width=profile.width,
                            **options)
-    if not views:
-        return config
-    crops = config.crops
-    changed = {v: type(getattr(crops, v)).model_validate({**getattr(crops, v).model_dump(), **views})
-               for v in ("t", "t_plus")}
-    return config.model_copy(update={"crops": crops.model_copy(update=changed)})
+    changed = {}
+    for name in ("t", "t_plus"):
+        view = getattr(config.crops, name)
+        hue = {} if profile.hue is None else {"jitter": (*view.jitter[:3], profile.hue)}
+        changed[name] = type(view).model_validate({**view.model_dump(), **hue, **views})
+    return config.model_copy(update={"crops": config.crops.model_copy(update=changed)})
 
 
 def run_method(method: str, options: dict, args: argparse.Namespace, profile: Profile, data: dict) -> dict:
@@ -208,11 +219,13 @@ def load_data(profile: Profile, seed: int, masks: bool = False) -> dict:
 
 def markdown(result: dict) -> str:
     """The result as text tables: scores per method, then the loss and kNN curves."""
-    runs, sup = result["runs"], result["supervised"]
+    runs = result["runs"]
     summary = (f"ResNet-18 (small stem, base width {result['profile']['width']}), {result['profile']['epochs']} "
-               f"epochs, batch {result['profile']['batch_size']}. Pixels: kNN {result['pixels']['knn_top1']}. "
-               f"Supervised ({sup['epochs']} epochs): top-1 {sup['top1']}, kNN {sup['knn_top1']}, "
-               f"linear {sup['linear_top1']}.")
+               f"epochs, batch {result['profile']['batch_size']}. Pixels: kNN {result['pixels']['knn_top1']}.")
+    for name in REFERENCES:
+        if ref := result.get(name):
+            summary += (f" Trained with labels on {ref['train']} images ({ref['epochs']} epochs, {name}): top-1 "
+                        f"{ref['top1']}, kNN {ref['knn_top1']}, linear {ref['linear_top1']}.")
     lines = [f"# SSL methods on the procedural shapes ({result['data']})", "", summary, "",
              "| method | kNN random init | kNN trained | gain | linear random init | linear trained | minutes |",
              "|---|---|---|---|---|---|---|"]
@@ -233,13 +246,15 @@ def option(text: str) -> tuple[str, object]:
 
 
 def run_task(task: str, args: argparse.Namespace, profile: Profile) -> dict:
-    """One task of the run in this process: the supervised reference or one method (its data made here)."""
+    """One task of the run in this process: a supervised reference or one method (its data made here)."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if task in REFERENCES:
+        images, epochs = (profile.train, profile.supervised_epochs) if task == "supervised" else profile.calibration
+        data = load_data(replace(profile, train=images), args.seed)
+        return {"train": images, **supervised_top1(args.arch, profile.width, profile.size, data, Budget(
+            epochs, profile.batch_size, None, profile.workers, profile.device))}
     data = load_data(profile, args.seed)
-    if task == "supervised":
-        return supervised_top1(args.arch, profile.width, profile.size, data, Budget(
-            profile.supervised_epochs, profile.batch_size, None, profile.workers, profile.device))
     small = SMALL_DATA[task]
     options = {**small["options"], **dict(args.set)}
     return {"why": small["why"] if options == small["options"] else "given on the command line",
@@ -269,17 +284,18 @@ def main() -> None:
               "jobs": args.jobs, "threads_per_job": args.threads,
               "pixels": {"knn_top1": knn_top1(pixels(data["train"][0]), data["train"][1], pixels(data["val"][0]),
                                               data["val"][1])},
-              "supervised": None, "runs": {}, "complete": False}
+              "supervised": None, "calibration": None, "runs": {}, "complete": False}
+    references = REFERENCES if profile.calibration else REFERENCES[:1]
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_task, task, args, profile): task for task in ("supervised", *methods)}
+        futures = {pool.submit(run_task, task, args, profile): task for task in (*references, *methods)}
         for future in as_completed(futures):
             task = futures[future]
-            if task == "supervised":
-                result["supervised"] = future.result()
+            if task in REFERENCES:
+                result[task] = future.result()
             else:
                 result["runs"][task] = future.result()
             result["runs"] = {m: result["runs"][m] for m in methods if m in result["runs"]}
-            result["complete"] = result["supervised"] is not None and len(result["runs"]) == len(methods)
+            result["complete"] = all(result[r] for r in references) and len(result["runs"]) == len(methods)
             emit(result, args.out, profile.device)  # after every task: a cut-short run keeps what it measured
             if args.out and result["supervised"] is not None:
                 Path(args.out).with_suffix(".md").write_text(markdown(result))

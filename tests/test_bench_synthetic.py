@@ -45,11 +45,16 @@ def test_gpu_profile_is_the_full_network_for_100_epochs():
     assert (gpu.device, gpu.width, gpu.epochs >= 100) == ("cuda", 64, True)
 
 
-def test_cpu_profile_crops_at_least_its_crop_scale_for_every_view():
+def test_cpu_profile_sets_crop_scale_and_hue_of_every_view_and_keeps_the_rest_of_the_jitter():
     cpu = PROFILES["cpu"]
-    config = bench_config("simclr", "resnet18", cpu, SMALL_DATA["simclr"]["options"])
-    assert config.crops.t.scale == config.crops.t_plus.scale == (cpu.crop_scale, 1.0) and cpu.crop_scale > 0.08
-    assert config.base_lr == 4.0 and config.crops.t.jitter == method_config("simclr", "resnet18", 32).crops.t.jitter
+    for method in ("simclr", "byol"):  # symmetric and asymmetric views
+        config = bench_config(method, "resnet18", cpu, SMALL_DATA[method]["options"])
+        recipe = method_config(method, "resnet18", 32).crops
+        for view, original in ((config.crops.t, recipe.t), (config.crops.t_plus, recipe.t_plus)):
+            assert view.scale == (cpu.crop_scale, 1.0) and cpu.crop_scale > 0.08
+            assert view.jitter == (*original.jitter[:3], 0.5) and original.jitter[3] < 0.5 == cpu.hue
+            assert (view.blur_p, view.solarize_p) == (original.blur_p, original.solarize_p)
+    assert bench_config("simclr", "resnet18", cpu, SMALL_DATA["simclr"]["options"]).base_lr == 4.0
 
 
 @pytest.mark.slow
@@ -59,10 +64,13 @@ def test_quick_profile_writes_json_and_markdown(tmp_path):
                     "--threads", "1", "--jobs", "2", "--out", str(out)], check=True, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     run = result["runs"]["swav"]
-    assert result["complete"] and result["env"]["commit"] and result["supervised"]["epochs"] == 2 and result["jobs"] == 2
+    assert result["complete"] and result["env"]["commit"] and result["jobs"] == 2
+    assert (result["supervised"]["train"], result["supervised"]["epochs"]) == (256, 2)
+    assert (result["calibration"]["train"], result["calibration"]["epochs"]) == (512, 1)
     assert set(run["random_init"]) == set(run["trained"]) == {"knn_top1", "linear_top1", "mean_cosine"}
     assert run["options"]["freeze_prototypes_iters"] == 4 and run["loss_without_information"] > 0
-    assert "| swav |" in out.with_suffix(".md").read_text()
+    text = out.with_suffix(".md").read_text()
+    assert "| swav |" in text and "on 512 images (1 epochs, calibration)" in text
 
 
 def test_views_option_changes_both_global_views_and_keeps_the_profiles_crop_scale():
