@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from genview.settings import Settings
+from harness.compose import interpolate, resolve_variables
 from harness.images import png_bytes
 from harness.ports import free_port
 from harness.processes import Proc, wait_http
@@ -39,38 +40,6 @@ GENVIEW_SERVICES = [*APIS, *WORKERS]
 # GENVIEW_* variables read by docker/entrypoint.py, not by the settings class
 ENTRYPOINT_VARS = {"GENVIEW_GPU_SLOTS_DIR", "GENVIEW_WORKERS_PER_GPU", "GENVIEW_GPU_COUNT"}
 
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<plain>[A-Za-z_]\w*)")
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Compose's variable substitution: $$, $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}."""
-
-    def substitute(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group("braced") or m.group("plain")
-        op, arg, value = m.group("op"), m.group("arg"), env.get(name)
-        assert arg is None or "$" not in arg, f"nested substitution is not supported here: {m.group(0)}"
-        unset = value is None or (value == "" and op and op.startswith(":"))
-        if op in (":-", "-"):
-            return arg if unset else value
-        if op in (":?", "?") and unset:
-            raise ValueError(f"{name}: {arg}")
-        return value or ""
-
-    return _VARIABLE.sub(substitute, text)
-
-
-def _resolve(node, env: Mapping[str, str]):
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [_resolve(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: _resolve(value, env) for key, value in node.items()}
-    return node
-
-
 # the secrets compose refuses to start without (an operator puts them in .env)
 SECRETS = {"MINIO_ROOT_PASSWORD": "root-secret-for-tests", "MINIO_SERVICE_PASSWORD": "service-secret-for-tests",
            "REDIS_PASSWORD": "redis-secret-for-tests"}
@@ -78,7 +47,7 @@ SECRETS = {"MINIO_ROOT_PASSWORD": "root-secret-for-tests", "MINIO_SERVICE_PASSWO
 
 def load_compose(env: Mapping[str, str] | None = None) -> dict:
     """docker-compose.yml with anchors merged and variables resolved against `env` (default: only the secrets set)."""
-    return _resolve(yaml.safe_load(COMPOSE_FILE.read_text()), SECRETS if env is None else env)
+    return resolve_variables(yaml.safe_load(COMPOSE_FILE.read_text()), SECRETS if env is None else env)
 
 
 def service_environment(service: dict) -> dict[str, str]:
