@@ -35,6 +35,7 @@ from PIL import Image
 from safetensors.numpy import save as save_numpy
 
 from harness.ports import free_port
+from harness.processes import terminate
 
 KEYS = {"a": "attack-key-a", "b": "attack-key-b"}
 MULTIPART = "multipart/form-data; boundary=x"
@@ -109,12 +110,7 @@ class Api:
             return False
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
+        terminate(self.proc, 30)
         self.log.close()
 
 

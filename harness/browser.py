@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from harness.processes import terminate
+
 
 class BrowserError(RuntimeError):
     """Chromium answered a command with an error, or a page did not reach a state in time."""
@@ -102,12 +104,7 @@ class Browser:
     def close(self) -> None:
         for fd in (self._write, self._read):
             os.close(fd)
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        terminate(self.proc, 10)
 
     def __enter__(self) -> Browser:
         return self

@@ -48,6 +48,16 @@ class Proc:
             Proc.live.discard(self)
 
 
+def terminate(popen: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM `popen` and wait; SIGKILL if it has not exited within `timeout` seconds."""
+    popen.terminate()
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait(timeout)
+
+
 def stop_all() -> None:
     """Stop every Proc still running (SIGTERM, then the 30 s wait of `Proc.kill`)."""
     for proc in list(Proc.live):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -239,3 +242,15 @@ def test_method_options_override_the_recipe_and_unknown_keys_are_refused(images,
         with pytest.raises(SystemExit) as exc:
             parse_args([*base, "--method-option", option])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_default_loader_workers_never_exceed_the_cpus_this_process_may_use():
+    """`--workers` defaults (trainer 4, eval 8) are capped by the CPU affinity: one CPU allowed → one worker."""
+    code = ("import argparse; from trainer.config import build_parser; from trainer.eval.options import add_common\n"
+            "p = argparse.ArgumentParser(); add_common(p)\n"
+            "print(build_parser().get_default('workers'), p.get_default('workers'))")
+    for cpus, expected in (({0}, "1 1"), (None, f"{min(4, len(os.sched_getaffinity(0)))} "
+                                               f"{min(8, len(os.sched_getaffinity(0)))}")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                              preexec_fn=(lambda c=cpus: os.sched_setaffinity(0, c)) if cpus else None)
+        assert done.stdout.split() == expected.split(), (cpus, done.stdout, done.stderr)
