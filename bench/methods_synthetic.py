@@ -4,9 +4,9 @@ Each method trains in-process from seed 0 with its recipe (optimizer, lr, schedu
 options below, on the training split; the backbone's frozen features are scored on the validation split by
 weighted kNN (k = 20, cosine, training split as memory) and a linear probe, against the same network at random
 init, raw pixels, and the same network trained with labels. Loss per epoch and kNN every --knn-every epochs give
-the curves. Profiles: `cpu` (quarter-width ResNet-18 with the small stem, 500 images × 240 epochs, crops ≥ 30%, hue jitter 0.5;
-46 min on 2 cores with `--jobs 2 --threads 1`), `gpu` (full width, 100 epochs, ≤ 8 min on one H200),
-`quick` (a seconds-long smoke run of the same code).
+the curves. Profiles: `cpu` (quarter-width ResNet-18 with the small stem, 500 images × 240 epochs, crops ≥ 30%,
+hue jitter 0.5; 46 min on 2 cores with `--jobs 2 --threads 1`), `gpu` (full width, 100 epochs, ≤ 8 min on one
+H200), `quick` (a seconds-long smoke run of the same code).
 
     python -m bench.methods_synthetic --profile cpu --jobs 2 --threads 1 --out bench/results/methods_synthetic_cpu.json
     python -m bench.methods_synthetic --profile gpu --out bench/results/methods_synthetic_gpu_h200.json
