@@ -249,8 +249,8 @@ def test_default_loader_workers_never_exceed_the_cpus_this_process_may_use():
     code = ("import argparse; from trainer.config import build_parser; from trainer.eval.options import add_common\n"
             "p = argparse.ArgumentParser(); add_common(p)\n"
             "print(build_parser().get_default('workers'), p.get_default('workers'))")
-    for cpus, expected in (({0}, "1 1"), (None, f"{min(4, len(os.sched_getaffinity(0)))} "
-                                               f"{min(8, len(os.sched_getaffinity(0)))}")):
+    usable = len(os.sched_getaffinity(0))
+    for cpus, expected in (({0}, [1, 1]), (None, [min(4, usable), min(8, usable)])):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                               preexec_fn=(lambda c=cpus: os.sched_setaffinity(0, c)) if cpus else None)
-        assert done.stdout.split() == expected.split(), (cpus, done.stdout, done.stderr)
+        assert [int(n) for n in done.stdout.split()] == expected, (cpus, done.stdout, done.stderr)
