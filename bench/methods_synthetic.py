@@ -87,8 +87,8 @@ SMALL_DATA: dict[str, dict] = {
                       "(+0.030 at 560 steps, +0.178 at 1,680) " + PROBES},
     "mocov3": {"options": {"momentum": 0.99, "temperature": 0.2, "base_lr": 4.0, "hidden": 1024},
                "why": EMA + "; τ 0.2 (its ViT value), not 1.0, which barely moves in 560 steps; LARS base lr 4.0 as "
-                      "SimCLR (+0.052 in 560 steps at τ 0.2, +0.166 with hue 0.5); projector and predictor hidden 1,024, a quarter of "
-                      "4,096 like the quarter-width backbone " + PROBES},
+                      "SimCLR (+0.052 in 560 steps at τ 0.2, +0.166 with hue 0.5); projector and predictor hidden "
+                      "1,024, a quarter of 4,096 like the quarter-width backbone " + PROBES},
     "byol": {"options": {"momentum": 0.99, "base_lr": 4.0, "hidden": 1024, "pred_hidden": 1024},
              "why": EMA + "; LARS base lr 4.0, not 0.2 (with hue 0.5: +0.104 kNN in 560 steps, +0.080 at 2.0; at 2.0 "
                     "with the recipe's hue 0.1: +0.002); hidden 1,024, a quarter of 4,096 like the quarter-width "
