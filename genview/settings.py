@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(None, description="base of URLs in answers; unset → relative URLs")
     max_queue_depth: int = Field(0, ge=0, description="answer 429 while the queue holds this many jobs (0: off)")
     access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")
+    keep_alive_s: int = Field(75, ge=1, description="how long an idle HTTP connection stays open: longer than the "
+                              "idle timeouts of clients (httpx 5 s) and load balancers (60 s), so none of them sends "
+                              "on a connection the server is closing")
     port: int | None = Field(None, ge=1, le=65535,
                              description="port of `genview serve` and the APIs (unset: 8000, the scorer API 8001)")
     debug: bool = Field(False, description="a failing `genview` command prints its traceback (as --debug)")

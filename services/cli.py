@@ -84,7 +84,8 @@ def _serve_http(app, args: argparse.Namespace, settings: Settings, default_port:
     import uvicorn
 
     port = getattr(args, "port", None) or settings.port or default_port
-    uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=settings.access_log)
+    uvicorn.run(app, host=args.host, port=port, log_level="info", access_log=settings.access_log,
+                timeout_keep_alive=settings.keep_alive_s)
 
 
 def create_app(service: str, settings: Settings):
