@@ -10,7 +10,9 @@ moves the two p50s apart on a shared VM cancels within a pair. The breakdown spl
 job's own timestamps (submission, completion): the API before the queue, queue + worker (less the direct model
 work), and the way back (completion notice and response); the store's durable commit and the input write are
 also timed alone on the same store. Cache hits — by content (`GET /views/lookup`, no upload) and by upload
-(`POST /generate`) — against `/healthz`, in alternating rounds.
+(`POST /generate`) — against `/healthz`, in alternating rounds. The client prepares each request once (its URL, its
+multipart body), as it does `/healthz`'s, so that its own work — on the same two cores — differs between the kinds
+only by the answer it reads; the CPU per request of the client and of the API process are reported beside the rates.
 
     python -m bench.generator_overhead --out bench/results/generator_overhead_cpu.json
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import torch
 
 from bench.report import emit
@@ -97,7 +100,8 @@ def throughput(fn, total: int, concurrency: int) -> float:
 
 @contextmanager
 def service(work: Path, cache: str, store_url: str):
-    """A private redis-server, a generator API and one worker at the default settings; yields the base URL."""
+    """A private redis-server, a generator API and one worker at the default settings; yields the base URL and
+    the API process."""
     port = free_port()
     redis_proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly",
                                    "no"], stdout=subprocess.DEVNULL)
@@ -108,7 +112,7 @@ def service(work: Path, cache: str, store_url: str):
                           store_url=store_url)  # every other setting at its default (batch wait included)
         api, base = start_api("generator-api", env, work)
         procs += [api, start_worker("generator-worker", env, work)]
-        yield base
+        yield base, psutil.Process(api.popen.pid)
     finally:
         for p in procs:
             p.stop()
@@ -116,33 +120,52 @@ def service(work: Path, cache: str, store_url: str):
         redis_proc.wait()
 
 
-def hit_rates(client: httpx.Client, base: str, cached: list[bytes], args) -> dict[str, list[float]]:
-    """Requests/s of `/healthz`, lookups by content and uploads of cached images, alternating, per round."""
+def cpu_s(process: psutil.Process) -> float:
+    """CPU seconds (user + system) `process` has used so far."""
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def prepared_upload(url: str, data: bytes, form: dict) -> tuple[str, bytes, dict[str, str]]:
+    """A `POST /generate` of `data` encoded once: (url, multipart body, headers)."""
+    request = httpx.Request("POST", url, files={"image": ("x.png", data, "image/png")}, data=form)
+    return url, request.read(), {"content-type": request.headers["content-type"]}
+
+
+def hit_rates(client: httpx.Client, base: str, api: psutil.Process, cached: list[bytes], args) -> dict[str, list[float]]:
+    """Per round: requests/s of `/healthz`, lookups by content and uploads of cached images, alternating, and the
+    CPU milliseconds per request of this client and of the API process."""
     form = {"steps": args.steps, "size": args.size}
-    shas = [sha256_hex(d) for d in cached]
+    lookups = [str(httpx.URL(f"{base}/views/lookup", params={"sha256": sha256_hex(d), **form})) for d in cached]
+    uploads = [prepared_upload(f"{base}/generate", d, form) for d in cached]
 
     def lookup(i: int) -> None:
-        r = client.get(f"{base}/views/lookup", params={"sha256": shas[i % len(shas)], **form})
+        r = client.get(lookups[i % len(lookups)])
         assert r.status_code == 200, r.text
 
     def upload(i: int) -> None:
-        r = client.post(f"{base}/generate", files={"image": ("x.png", cached[i % len(cached)], "image/png")},
-                        data=form)
+        url, body, headers = uploads[i % len(uploads)]
+        r = client.post(url, content=body, headers=headers)
         assert r.status_code == 200 and r.json()["cached"] is True
 
     def healthz(_: int) -> None:
         client.get(f"{base}/healthz")
 
+    me, kinds = psutil.Process(), (("healthz", healthz), ("lookup_hit", lookup), ("multipart_hit", upload))
     runs: dict[str, list[float]] = {}
     for _ in range(args.rounds):  # each round: the three kinds alternate in chunks (the shared VM's load varies fast)
         for clients in (1, args.concurrency):
-            seconds = dict.fromkeys(("healthz", "lookup_hit", "multipart_hit"), 0.0)
+            spent = {name: np.zeros(3) for name, _ in kinds}  # wall, client CPU, API CPU (seconds)
             for _ in range(args.hits // CHUNK):
-                for name, fn in (("healthz", healthz), ("lookup_hit", lookup), ("multipart_hit", upload)):
-                    seconds[name] += CHUNK / throughput(fn, CHUNK, clients)
-            for name, spent in seconds.items():
-                runs.setdefault(f"{name}_requests_per_s_{clients}_clients", []).append(
-                    CHUNK * (args.hits // CHUNK) / spent)
+                for name, fn in kinds:
+                    before = np.array([0.0, cpu_s(me), cpu_s(api)])
+                    wall = CHUNK / throughput(fn, CHUNK, clients)
+                    spent[name] += np.array([wall, cpu_s(me), cpu_s(api)]) - before
+            n = CHUNK * (args.hits // CHUNK)
+            for name, (wall, client_cpu, api_cpu) in spent.items():
+                for measure, value in (("requests_per_s", n / wall), ("client_cpu_ms", 1000 * client_cpu / n),
+                                       ("api_cpu_ms", 1000 * api_cpu / n)):
+                    runs.setdefault(f"{name}_{measure}_{clients}_clients", []).append(value)
     return runs
 
 
@@ -161,7 +184,7 @@ def measure(args, work: Path, cache: str, store_url: str) -> dict:
                               steps=args.steps, size=args.size)
     encoding = ViewEncoding(defaults.view_format, defaults.view_quality)
     load_before = os.getloadavg()
-    with service(work, cache, store_url) as base, httpx.Client(timeout=150) as client:
+    with service(work, cache, store_url) as (base, api), httpx.Client(timeout=150) as client:
         direct(views, inputs[-1], params, basis, encoding)  # warm-up
         through_service(client, base, inputs[-2], args.steps, args.size)  # warm-up (worker start)
         d, s, split, parts = [], [], [], []
@@ -171,7 +194,7 @@ def measure(args, work: Path, cache: str, store_url: str) -> dict:
             s.append(took)
             split.append({**where, "queue_and_worker_less_model": where["queue_and_worker"] - d[-1]})
             parts.append(store_parts(store, inputs[2 * i], i))
-        runs = hit_rates(client, base, inputs[1:2 * args.requests:2], args)
+        runs = hit_rates(client, base, api, inputs[1:2 * args.requests:2], args)
     rates = {name: float(np.median(values)) for name, values in runs.items()}
     result = {
         "shape": "generator-api + generator-worker processes (default settings: "
