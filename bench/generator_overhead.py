@@ -49,7 +49,6 @@ from harness.images import png_bytes
 from harness.ports import free_port, wait_for_port
 from harness.processes import service_env, start_api, start_worker
 
-
 CHUNK = 40  # requests of one kind before the next kind's turn
 
 
