@@ -1,4 +1,5 @@
-"""The environment every benchmark records: commit, date, device, library versions, CPU count, peak memory."""
+"""The environment every benchmark records: commit, date, device, CPU model and two speed yardsticks (Python, one-thread
+matmul), library versions, CPU count, peak memory."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import datetime as dt
 import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -46,10 +48,48 @@ def device_name(device: torch.device | str) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (`/proc/cpuinfo`), else the platform's name for it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def python_loop_s(n: int = 10**6) -> float:
+    """Seconds one core takes for a fixed pure-Python loop (best of 3): VMs of one kind differ several-fold in
+    speed, so absolute times (ms added, requests/s) are only comparable between runs alongside this."""
+    best = float("inf")
+    for _ in range(3):
+        start, total = time.perf_counter(), 0
+        for i in range(n):
+            total += i
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_gflops() -> float:
+    """float32 GFLOP/s of a 512² matmul on one CPU thread (best of 3): the speed the tiny models' CPU times follow."""
+    threads, x = torch.get_num_threads(), torch.randn(512, 512)
+    torch.set_num_threads(1)
+    try:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(8):
+                x @ x
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 8 * 2 * 512**3 / best / 1e9
+
+
 def environment(device: torch.device | str) -> dict:
     """What a result depends on, read from the machine (never typed by hand)."""
     return {"commit": COMMIT, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": device_name(device), "cpu_count": os.cpu_count(),
+            "device": device_name(device), "cpu_model": cpu_model(), "python_loop_s": round(python_loop_s(), 4),
+            "matmul_gflops_1_thread": round(matmul_gflops(), 1), "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "python": platform.python_version(),
             "versions": {name: _version(name) for name in LIBRARIES},
