@@ -40,9 +40,7 @@ class Proc:
     def stop(self) -> None:
         """SIGTERM (a clean shutdown), SIGKILL if that takes over 30 s."""
         try:
-            self.kill(signal.SIGTERM)
-        except subprocess.TimeoutExpired:
-            self.kill()
+            terminate(self.popen, 30)
         finally:
             self._log_file.close()
             Proc.live.discard(self)
