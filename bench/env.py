@@ -4,6 +4,7 @@ matmul), library versions, CPU count, peak memory."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 import subprocess
@@ -85,11 +86,17 @@ def matmul_gflops() -> float:
     return 8 * 2 * 512**3 / best / 1e9
 
 
+@functools.cache
+def cpu_speed() -> dict[str, float]:
+    """The two yardsticks, measured once per process (at its first result)."""
+    return {"python_loop_s": round(python_loop_s(), 4), "matmul_gflops_1_thread": round(matmul_gflops(), 1)}
+
+
 def environment(device: torch.device | str) -> dict:
     """What a result depends on, read from the machine (never typed by hand)."""
     return {"commit": COMMIT, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "device": device_name(device), "cpu_model": cpu_model(), "python_loop_s": round(python_loop_s(), 4),
-            "matmul_gflops_1_thread": round(matmul_gflops(), 1), "cpu_count": os.cpu_count(),
+            "device": device_name(device), "cpu_model": cpu_model(), **cpu_speed(),
+            "cpu_count": os.cpu_count(),
             "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "python": platform.python_version(),
             "versions": {name: _version(name) for name in LIBRARIES},
