@@ -15,15 +15,23 @@ from harness.processes import service_env, start_api
 LOAD_BALANCER_IDLE_S = 60  # AWS ALB's default idle timeout; ingress-nginx's upstream keep-alive is 60 s too
 
 
+def received(sock: socket.socket) -> bytes:
+    """The next bytes on `sock`; an error if the peer closed it."""
+    data = sock.recv(4096)
+    if not data:
+        raise ConnectionError("the server closed the connection before its answer was complete")
+    return data
+
+
 def read_response(sock: socket.socket) -> bytes:
     """One HTTP/1.1 response with a Content-Length: its head and body."""
     data = b""
     while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
+        data += received(sock)
     head, body = data.split(b"\r\n\r\n", 1)
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
     while len(body) < length:
-        body += sock.recv(4096)
+        body += received(sock)
     return head + b"\r\n\r\n" + body
 
 
